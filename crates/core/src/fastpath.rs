@@ -1,0 +1,414 @@
+//! Classify one received frame and rewrite it in place.
+//!
+//! The checks run in the order of the headers and each failure has its own [`DropCause`]:
+//! outer Ethernet (to our MAC, or broadcast) → ARP for our IP (answered) | outer IPv4 to our IP
+//! (checksum, TTL, no fragments) → ICMP echo (answered) | UDP to 6081 → Geneve version 0, not
+//! OAM, protocol IPv4 or IPv6, well-formed options with all three AWS options → the inner
+//! packet's 5-tuple → its owner worker → the flow table → the flow's action.
+//!
+//! The fast-path return (gwlb-facts.md §3): the outer MAC and IP addresses are swapped, both
+//! UDP ports and every byte of the Geneve header are kept, the TTL is set, the IPv4 checksum is
+//! updated incrementally (RFC 1624; the swap does not change the sum), and the UDP checksum is
+//! sent as 0, which IPv4 allows.
+
+use crate::counters::{Counters, DropCause};
+use crate::flow::{Direction, FlowKey, FlowTable, FlowTableConfig, Found, GENEVE_STORE};
+use crate::hash::{flow_hash, owner};
+use crate::policy::{Action, Policy};
+use core::net::Ipv4Addr;
+use flowdog_wire::geneve::{self, AwsOptions};
+use flowdog_wire::inner::{self, Fragment, Summary};
+use flowdog_wire::tcp::flags as tcp_flags;
+use flowdog_wire::{
+    arp, checksum, ethernet, icmpv4, ip_protocol, ipv4, ipv6, tcp, EtherType, EthernetFrame, Ipv4Packet, UdpPacket,
+};
+use flowdog_wire::{Error as WireError, GenevePacket};
+
+const ETH_LEN: usize = ethernet::HEADER_LEN;
+const UDP_LEN: usize = 8;
+
+/// What the worker does with the frame after [`FastPath::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the frame, rewritten in place, same length.
+    Transmit,
+    /// Transmit the frame, rewritten in place and cut to this length.
+    TransmitLen(usize),
+    /// Another worker owns the flow: hand the frame, untouched, to that worker.
+    Steer(usize),
+    /// Drop (already counted by cause).
+    Drop,
+}
+
+/// The appliance's identity and the worker's place among its peers.
+#[derive(Debug, Clone, Copy)]
+pub struct FastPathConfig {
+    /// The appliance's data-plane IPv4 address (GWLB sends Geneve to it).
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// The TTL of the outer IPv4 header on the way back to GWLB.
+    pub outer_ttl: u8,
+    /// This worker's index, and how many workers share the flows.
+    pub worker: usize,
+    pub workers: usize,
+    /// Verify the outer IPv4 header checksum (off when the NIC already checked it).
+    pub verify_ipv4_checksum: bool,
+}
+
+/// One worker's sans-IO fast path: its flow table, policy and counters.
+pub struct FastPath {
+    cfg: FastPathConfig,
+    policy: Policy,
+    pub table: FlowTable,
+    pub counters: Counters,
+    /// New flows per policy rule (same order as the rules), then one for the default.
+    pub rule_hits: Vec<u64>,
+}
+
+fn ip4_cause(e: WireError) -> DropCause {
+    match e {
+        WireError::Truncated => DropCause::Ipv4Truncated,
+        _ => DropCause::Ipv4Malformed,
+    }
+}
+
+fn inner_cause(e: WireError) -> DropCause {
+    match e {
+        WireError::Truncated => DropCause::InnerTruncated,
+        WireError::Malformed => DropCause::InnerMalformed,
+        WireError::Unsupported => DropCause::InnerUnsupported,
+    }
+}
+
+impl FastPath {
+    pub fn new(cfg: FastPathConfig, policy: Policy, table: FlowTableConfig) -> Self {
+        let rule_hits = vec![0; policy.rules.len() + 1];
+        FastPath { cfg, policy, table: FlowTable::new(table), counters: Counters::default(), rule_hits }
+    }
+
+    pub fn config(&self) -> &FastPathConfig {
+        &self.cfg
+    }
+
+    /// Handles one frame received at time `now`. `steered` is true for frames another worker
+    /// handed over (their owner was already computed).
+    #[inline]
+    pub fn handle(&mut self, frame: &mut [u8], now: u64, steered: bool) -> Verdict {
+        match self.classify(frame, now, steered) {
+            Ok(v) => v,
+            Err(cause) => {
+                self.counters.drop(cause);
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// Housekeeping between bursts: expire idle flows in a few buckets.
+    #[inline]
+    pub fn tick(&mut self, now: u64) {
+        let n = self.table.sweep(now, 4);
+        self.counters.flows_expired += n as u64;
+        self.counters.flows_active = self.table.len() as u64;
+    }
+
+    #[inline(always)]
+    fn classify(&mut self, f: &mut [u8], now: u64, steered: bool) -> Result<Verdict, DropCause> {
+        let eth = EthernetFrame::new_checked(&*f).map_err(|_| DropCause::EthTruncated)?;
+        let dst_mac = eth.dst_addr();
+        if dst_mac.0 != self.cfg.mac && !dst_mac.is_broadcast() && !dst_mac.is_multicast() {
+            return Err(DropCause::EthNotForUs);
+        }
+        match eth.ethertype() {
+            EtherType::IPV4 => {}
+            EtherType::ARP => return self.arp(f),
+            EtherType::IPV6 => return Err(DropCause::OuterIpv6),
+            _ => return Err(DropCause::EthUnsupported),
+        }
+        let ip = Ipv4Packet::new_checked(&f[ETH_LEN..]).map_err(ip4_cause)?;
+        if self.cfg.verify_ipv4_checksum && !ip.verify_checksum() {
+            return Err(DropCause::Ipv4BadChecksum);
+        }
+        if ip.dst_addr() != self.cfg.ip {
+            return Err(DropCause::Ipv4NotForUs);
+        }
+        if ip.ttl() == 0 {
+            return Err(DropCause::TtlExpired);
+        }
+        if ip.is_fragment() {
+            return Err(DropCause::Ipv4Fragment);
+        }
+        let ihl = ip.header_len();
+        match ip.protocol() {
+            ip_protocol::UDP => {}
+            ip_protocol::ICMP => return self.icmp_echo(f, ihl),
+            ip_protocol::TCP => return Err(DropCause::LocalTcp),
+            _ => return Err(DropCause::LocalProtocol),
+        }
+        let udp = UdpPacket::new_checked(ip.payload()).map_err(|_| DropCause::UdpTruncated)?;
+        if udp.dst_port() != geneve::UDP_PORT {
+            return Err(DropCause::UdpNotGeneve);
+        }
+        let gen = GenevePacket::new_checked(udp.payload()).map_err(|_| DropCause::GeneveTruncated)?;
+        if gen.version() != 0 {
+            return Err(DropCause::GeneveBadVersion);
+        }
+        if gen.oam() {
+            return Err(DropCause::GeneveOam);
+        }
+        let protocol = gen.protocol();
+        if protocol != EtherType::IPV4.0 && protocol != EtherType::IPV6.0 {
+            return Err(DropCause::GeneveBadProtocol);
+        }
+        let aws = AwsOptions::parse(gen.options()).map_err(|_| DropCause::GeneveBadOptions)?;
+        let s = inner::summarize(protocol, gen.payload()).map_err(inner_cause)?;
+
+        let (key, dir) = FlowKey::from_summary(&s);
+        let hash = flow_hash(&key);
+        if !steered && self.cfg.workers > 1 {
+            let o = owner(hash, self.cfg.workers);
+            if o != self.cfg.worker {
+                self.counters.steered_out += 1;
+                return Ok(Verdict::Steer(o));
+            }
+        }
+        let geneve_len = gen.header_len();
+        let geneve_off = ETH_LEN + ihl + UDP_LEN;
+        let gwlb_ip = ip.src_addr().octets();
+        let gwlb_mac = eth.src_addr().0;
+        let udp_src_port = udp.src_port();
+
+        let i = self.flow(&key, hash, dir, &s, aws.vpc_endpoint_id, now);
+        let m = &mut self.table.meta_mut(i).dir[dir as usize];
+        if !m.seen || m.flow_cookie != aws.flow_cookie || m.udp_src_port != udp_src_port || m.gwlb_ip != gwlb_ip {
+            if m.seen && m.flow_cookie != aws.flow_cookie {
+                self.counters.cookie_changes += 1;
+            }
+            m.seen = true;
+            m.gwlb_ip = gwlb_ip;
+            m.gwlb_mac = gwlb_mac;
+            m.udp_src_port = udp_src_port;
+            m.vpc_endpoint_id = aws.vpc_endpoint_id;
+            m.attachment_id = aws.attachment_id;
+            m.flow_cookie = aws.flow_cookie;
+            if geneve_len <= GENEVE_STORE {
+                m.geneve[..geneve_len].copy_from_slice(&f[geneve_off..geneve_off + geneve_len]);
+                m.geneve_len = geneve_len as u16;
+            } else {
+                m.geneve_len = 0;
+                self.counters.geneve_header_too_long += 1;
+            }
+        }
+
+        match self.table.entry(i).action {
+            Action::Allow => {
+                self.counters.fast_path += 1;
+                self.return_to_gwlb(f);
+                Ok(Verdict::Transmit)
+            }
+            Action::Intercept => {
+                self.counters.intercept += 1;
+                self.return_to_gwlb(f);
+                Ok(Verdict::Transmit)
+            }
+            Action::Drop { reset } => {
+                if reset
+                    && s.protocol == ip_protocol::TCP
+                    && s.tcp_flags & tcp_flags::RST == 0
+                    && s.fragment != Fragment::Later
+                {
+                    if let Some(len) = self.build_rst(f, geneve_off + geneve_len, &s) {
+                        self.counters.rst_sent += 1;
+                        return Ok(Verdict::TransmitLen(len));
+                    }
+                }
+                Err(DropCause::PolicyDrop)
+            }
+        }
+    }
+
+    /// Finds or starts the flow and tracks TCP; returns its slot.
+    #[inline(always)]
+    fn flow(&mut self, key: &FlowKey, hash: u64, dir: Direction, s: &Summary, vpce: u64, now: u64) -> usize {
+        let policy = &self.policy;
+        let hits = &mut self.rule_hits;
+        let mut decide = || {
+            let (a, r) = policy.decide(s, vpce);
+            let r = r.unwrap_or(policy.rules.len());
+            hits[r] += 1;
+            (a, r as u16)
+        };
+        let (i, found) = self.table.lookup_or_insert(key, hash, now, dir, &mut decide);
+        let c = &mut self.counters;
+        let mut new = found != Found::Existing;
+        match found {
+            Found::Existing => {}
+            Found::New => c.flows_created += 1,
+            Found::NewAfterExpiry => {
+                c.flows_created += 1;
+                c.flows_expired += 1;
+            }
+            Found::NewByEviction => {
+                c.flows_created += 1;
+                c.flows_evicted += 1;
+            }
+        }
+        if s.protocol == ip_protocol::TCP {
+            let syn_only = s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            // A new SYN on a closed flow is a new connection reusing the ports.
+            if !new && syn_only && self.table.entry(i).tcp_closed() {
+                self.table.restart(i, now, dir, &mut decide);
+                c.flows_created += 1;
+                new = true;
+            }
+            if new && !syn_only {
+                c.flows_midstream += 1;
+            }
+            self.table.track_tcp(i, dir, s.tcp_flags);
+        }
+        i
+    }
+
+    /// Turns a received GWLB frame around: swap the outer MACs and IPs, keep the ports and the
+    /// Geneve header, set the TTL, checksum fixed incrementally, UDP checksum 0.
+    #[inline(always)]
+    fn return_to_gwlb(&self, f: &mut [u8]) {
+        let mut eth = EthernetFrame::new_unchecked(&mut *f);
+        let src = eth.src_addr();
+        eth.set_dst_addr(src);
+        eth.set_src_addr(ethernet::Address(self.cfg.mac));
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_LEN..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        let old = u16::from_be_bytes([ip.ttl(), ip.protocol()]);
+        let new = u16::from_be_bytes([self.cfg.outer_ttl, ip.protocol()]);
+        ip.set_ttl(self.cfg.outer_ttl);
+        ip.set_checksum(checksum::update16(ip.checksum(), old, new));
+        let ihl = ip.header_len();
+        let mut udp = UdpPacket::new_unchecked(&mut f[ETH_LEN + ihl..]);
+        udp.set_checksum(0);
+    }
+
+    /// Answers an ARP request for our address, in place.
+    fn arp(&mut self, f: &mut [u8]) -> Result<Verdict, DropCause> {
+        let pkt = arp::Packet::new_checked(&f[ETH_LEN..]).map_err(|_| DropCause::ArpMalformed)?;
+        let repr = arp::Repr::parse(&pkt).map_err(|_| DropCause::ArpMalformed)?;
+        let arp::Repr::EthernetIpv4 {
+            operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
+        } = repr;
+        if operation != arp::Operation::Request || target_protocol_addr != self.cfg.ip {
+            return Err(DropCause::ArpNotForUs);
+        }
+        let reply = arp::Repr::EthernetIpv4 {
+            operation: arp::Operation::Reply,
+            source_hardware_addr: ethernet::Address(self.cfg.mac),
+            source_protocol_addr: self.cfg.ip,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        reply.emit(&mut arp::Packet::new_unchecked(&mut f[ETH_LEN..ETH_LEN + reply.buffer_len()]));
+        let mut eth = EthernetFrame::new_unchecked(&mut *f);
+        eth.set_dst_addr(source_hardware_addr);
+        eth.set_src_addr(ethernet::Address(self.cfg.mac));
+        self.counters.arp_replies += 1;
+        Ok(Verdict::Transmit)
+    }
+
+    /// Answers an ICMP echo request to our address, in place.
+    fn icmp_echo(&mut self, f: &mut [u8], ihl: usize) -> Result<Verdict, DropCause> {
+        let total = Ipv4Packet::new_unchecked(&f[ETH_LEN..]).total_len() as usize;
+        let l4 = ETH_LEN + ihl..ETH_LEN + total;
+        let icmp = icmpv4::Packet::new_checked(&f[l4.clone()]).map_err(|_| DropCause::IcmpMalformed)?;
+        if !icmp.verify_checksum() {
+            return Err(DropCause::IcmpMalformed);
+        }
+        if icmp.msg_type() != icmpv4::ECHO_REQUEST || icmp.code() != 0 {
+            return Err(DropCause::IcmpUnsupported);
+        }
+        let mut icmp = icmpv4::Packet::new_unchecked(&mut f[l4]);
+        let old = u16::from_be_bytes([icmpv4::ECHO_REQUEST, 0]);
+        let new = u16::from_be_bytes([icmpv4::ECHO_REPLY, 0]);
+        icmp.set_msg_type(icmpv4::ECHO_REPLY);
+        icmp.set_checksum(checksum::update16(icmp.checksum(), old, new));
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_LEN..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        ip.set_ttl(64);
+        ip.fill_checksum();
+        let mut eth = EthernetFrame::new_unchecked(&mut *f);
+        let src = eth.src_addr();
+        eth.set_dst_addr(src);
+        eth.set_src_addr(ethernet::Address(self.cfg.mac));
+        self.counters.icmp_replies += 1;
+        // Frames may carry Ethernet padding past the IP packet; send exactly the reply.
+        Ok(Verdict::TransmitLen(ETH_LEN + total))
+    }
+
+    /// Rewrites a denied TCP packet into the RST its sender should see (RFC 9293 §3.10.7.1),
+    /// inside the same Geneve header, returned to GWLB. Returns the new frame length.
+    fn build_rst(&self, f: &mut [u8], inner_off: usize, s: &Summary) -> Option<usize> {
+        let seg = tcp::Packet::new_checked(f.get(inner_off + s.l4_offset..inner_off + s.total_len)?).ok()?;
+        let (seq, ack, flags) = (seg.seq_number(), seg.ack_number(), seg.flags());
+        let seg_len =
+            seg.payload().len() as u32 + (flags & tcp_flags::SYN != 0) as u32 + (flags & tcp_flags::FIN != 0) as u32;
+        let (rst_seq, rst_ack, rst_flags) = if flags & tcp_flags::ACK != 0 {
+            (ack, 0, tcp_flags::RST)
+        } else {
+            (0, seq.wrapping_add(seg_len), tcp_flags::RST | tcp_flags::ACK)
+        };
+        let rst = tcp::Repr {
+            src_port: s.dst_port,
+            dst_port: s.src_port,
+            flags: rst_flags,
+            seq_number: rst_seq,
+            ack_number: rst_ack,
+            window_len: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            timestamp: None,
+            payload_len: 0,
+        };
+        let tcp_len = rst.buffer_len();
+        let inner_len = if s.ip_version == 4 {
+            let (src, dst) = (v4(&s.dst), v4(&s.src));
+            let ip =
+                ipv4::Repr { src_addr: src, dst_addr: dst, protocol: ip_protocol::TCP, payload_len: tcp_len, ttl: 64 };
+            let ip_len = ipv4::HEADER_LEN;
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut f[inner_off..inner_off + ip.buffer_len()]));
+            let mut t = tcp::Packet::new_unchecked(&mut f[inner_off + ip_len..inner_off + ip_len + tcp_len]);
+            rst.emit(&mut t);
+            t.fill_checksum_v4(src, dst);
+            ip_len + tcp_len
+        } else {
+            let (src, dst) = (core::net::Ipv6Addr::from(s.dst), core::net::Ipv6Addr::from(s.src));
+            let ip = ipv6::Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: ip_protocol::TCP,
+                payload_len: tcp_len,
+                hop_limit: 64,
+            };
+            let ip_len = ipv6::HEADER_LEN;
+            ip.emit(&mut ipv6::Packet::new_unchecked(&mut f[inner_off..inner_off + ip.buffer_len()]));
+            let mut t = tcp::Packet::new_unchecked(&mut f[inner_off + ip_len..inner_off + ip_len + tcp_len]);
+            rst.emit(&mut t);
+            t.fill_checksum_v6(&src, &dst);
+            ip_len + tcp_len
+        };
+        let frame_len = inner_off + inner_len;
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_LEN..frame_len]);
+        ip.set_total_len((frame_len - ETH_LEN) as u16);
+        let ihl = ip.header_len();
+        ip.fill_checksum();
+        let mut udp = UdpPacket::new_unchecked(&mut f[ETH_LEN + ihl..frame_len]);
+        udp.set_len((frame_len - ETH_LEN - ihl) as u16);
+        self.return_to_gwlb(&mut f[..frame_len]);
+        Some(frame_len)
+    }
+}
+
+fn v4(a: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}

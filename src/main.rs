@@ -1,0 +1,123 @@
+//! The `flowdog` command.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use flowdog::gen::{write_pcap, GenSpec};
+use flowdog::run::{run, RunOptions};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "flowdog", version, about = "A DPDK appliance for AWS Gateway Load Balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print a stats line every SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        stats: Option<f64>,
+        /// Stop after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Write the final counters as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        counters_out: Option<PathBuf>,
+    },
+    /// Check a configuration file and print the EAL arguments it gives.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate traffic.
+    #[command(subcommand)]
+    Gen(GenCmd),
+}
+
+#[derive(Subcommand)]
+enum GenCmd {
+    /// Write a pcap of GWLB-style Geneve traffic (for pktgen-dpdk or testpmd's net_pcap).
+    Pcap {
+        #[arg(long, default_value_t = 1000)]
+        flows: u32,
+        /// Inner IP packet size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Fraction of flows with IPv6 inner packets (0.0–1.0).
+        #[arg(long, default_value_t = 0.0)]
+        ipv6_share: f64,
+        /// Fraction of flows that are UDP (the rest are TCP).
+        #[arg(long, default_value_t = 0.5)]
+        udp_share: f64,
+        /// Frames per flow, alternating direction.
+        #[arg(long, default_value_t = 2)]
+        packets_per_flow: u32,
+        #[arg(long, default_value = "198.18.0.1")]
+        gwlb_ip: std::net::Ipv4Addr,
+        #[arg(long, default_value = "198.18.0.2")]
+        appliance_ip: std::net::Ipv4Addr,
+        #[arg(long, default_value = "02:00:00:00:00:01")]
+        gwlb_mac: String,
+        #[arg(long, default_value = "02:00:00:00:00:02")]
+        appliance_mac: String,
+        #[arg(long, default_value = "vpce-0123456789abcdef0")]
+        vpc_endpoint_id: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config, stats, duration, counters_out } => {
+            run(&RunOptions { config, stats, duration, counters_out })
+        }
+        Cmd::CheckConfig { config } => {
+            let c = flowdog::config::Config::load(&config)?;
+            println!("{}: ok", config.display());
+            println!("EAL arguments: {}", c.eal_args().join(" "));
+            Ok(())
+        }
+        Cmd::Gen(GenCmd::Pcap {
+            flows,
+            size,
+            ipv6_share,
+            udp_share,
+            packets_per_flow,
+            gwlb_ip,
+            appliance_ip,
+            gwlb_mac,
+            appliance_mac,
+            vpc_endpoint_id,
+            seed,
+            out,
+        }) => {
+            let mac = |s: &str, f: &str| flowdog::config::parse_mac(s).map_err(|e| anyhow::anyhow!("--{f}: {e}"));
+            let spec = GenSpec {
+                flows,
+                size,
+                ipv6_share,
+                udp_share,
+                packets_per_flow,
+                gwlb_ip,
+                appliance_ip,
+                gwlb_mac: mac(&gwlb_mac, "gwlb-mac")?,
+                appliance_mac: mac(&appliance_mac, "appliance-mac")?,
+                vpc_endpoint_id: flowdog_core::policy::parse_vpc_endpoint_id(&vpc_endpoint_id)
+                    .map_err(|e| anyhow::anyhow!("--vpc-endpoint-id: {e}"))?,
+                seed,
+            };
+            let n = write_pcap(&spec, &out)?;
+            println!("{}: {n} frames, {flows} flows, inner size {size}", out.display());
+            Ok(())
+        }
+    }
+}
