@@ -394,7 +394,8 @@ mod tests {
         let h = flow_hash(&k);
         assert_eq!(t.lookup_or_insert(&k, h, 0, Direction::LoToHi, allow).1, Found::New);
         assert_eq!(t.lookup_or_insert(&k, h, 100, Direction::HiToLo, || unreachable!()).1, Found::Existing);
-        assert_eq!(t.entry(t.lookup_or_insert(&k, h, 100, Direction::LoToHi, allow).0).initiator, Direction::LoToHi);
+        let (i, _) = t.lookup_or_insert(&k, h, 100, Direction::HiToLo, allow);
+        assert_eq!(t.entry(i).initiator, Direction::LoToHi, "the first packet's direction is kept");
         // 350 idle ticks are allowed, 351 are not.
         assert_eq!(t.lookup_or_insert(&k, h, 450, Direction::LoToHi, allow).1, Found::Existing);
         assert_eq!(t.lookup_or_insert(&k, h, 801, Direction::HiToLo, allow).1, Found::NewAfterExpiry);
@@ -421,12 +422,12 @@ mod tests {
         let (i, _) = t.lookup_or_insert(&k, h, 20, Direction::LoToHi, allow);
         t.track_tcp(i, Direction::HiToLo, tcp_flags::RST);
         assert_eq!(t.lookup_or_insert(&k, h, 25, Direction::LoToHi, allow).1, Found::Existing);
-        assert_eq!(t.lookup_or_insert(&k, h, 31, Direction::LoToHi, allow).1, Found::NewAfterExpiry);
+        assert_eq!(t.lookup_or_insert(&k, h, 36, Direction::LoToHi, allow).1, Found::NewAfterExpiry);
     }
 
     #[test]
     fn fills_to_capacity_then_evicts_the_oldest() {
-        let mut t = FlowTable::new(cfg(1024));
+        let mut t = FlowTable::new(FlowTableConfig { other_idle: u64::MAX / 2, ..cfg(1024) });
         let cap = t.capacity();
         let mut evicted = 0;
         let mut inserted = 0;

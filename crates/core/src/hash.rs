@@ -8,6 +8,7 @@ use crate::flow::FlowKey;
 
 const K0: u64 = 0x9E37_79B9_7F4A_7C15;
 const K1: u64 = 0xC2B2_AE3D_27D4_EB4F;
+const K2: u64 = 0x1656_67B1_9E37_79F9;
 
 #[inline(always)]
 fn mix(a: u64, b: u64) -> u64 {
@@ -26,7 +27,7 @@ pub fn flow_hash(k: &FlowKey) -> u64 {
     let ports = ((k.lo_port as u64) << 32) | ((k.hi_port as u64) << 16) | k.protocol as u64;
     let h = mix(word(&k.lo, 0), word(&k.lo, 8));
     let h = mix(h ^ word(&k.hi, 0), word(&k.hi, 8) ^ ports);
-    mix(h, K1)
+    mix(h, K2)
 }
 
 /// The worker (0..n) that owns a flow with hash `h`: a multiply-shift reduction of the high

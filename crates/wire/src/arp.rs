@@ -304,10 +304,7 @@ mod tests {
     fn reply_and_unknown_operations() {
         let mut bytes = REQUEST;
         bytes[7] = 2;
-        assert_eq!(
-            Packet::new_checked(&bytes[..]).unwrap().operation(),
-            Operation::Reply
-        );
+        assert_eq!(Packet::new_checked(&bytes[..]).unwrap().operation(), Operation::Reply);
         bytes[7] = 9;
         let packet = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(packet.operation(), Operation::Unknown(9));
@@ -316,21 +313,12 @@ mod tests {
 
     #[test]
     fn rejects_other_address_types_and_truncation() {
-        assert_eq!(
-            Packet::new_checked(&REQUEST[..7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&REQUEST[..27]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&REQUEST[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&REQUEST[..27]).unwrap_err(), Error::Truncated);
         for (at, value) in [(1, 6), (2, 0x86), (4, 8), (5, 16)] {
             let mut bytes = REQUEST;
             bytes[at] = value;
-            assert_eq!(
-                Packet::new_checked(&bytes[..]).unwrap_err(),
-                Error::Unsupported
-            );
+            assert_eq!(Packet::new_checked(&bytes[..]).unwrap_err(), Error::Unsupported);
         }
     }
 }

@@ -52,10 +52,7 @@ pub fn combine(sums: &[u16]) -> u16 {
 ///
 /// `length` is the length of the upper-layer header plus payload.
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32) -> u16 {
-    let sum = u64::from(src.to_bits())
-        + u64::from(dst.to_bits())
-        + u64::from(protocol)
-        + u64::from(length);
+    let sum = u64::from(src.to_bits()) + u64::from(dst.to_bits()) + u64::from(protocol) + u64::from(length);
     fold(sum)
 }
 
@@ -63,10 +60,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32)
 ///
 /// `length` is the upper-layer packet length: the payload length minus any extension headers.
 pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, protocol: u8, length: u32) -> u16 {
-    let sum = u64::from(data(&src.octets()))
-        + u64::from(data(&dst.octets()))
-        + u64::from(protocol)
-        + u64::from(length);
+    let sum = u64::from(data(&src.octets())) + u64::from(data(&dst.octets())) + u64::from(protocol) + u64::from(length);
     fold(sum)
 }
 
@@ -89,16 +83,8 @@ pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
 /// `old` and `new` are in network byte order, as they sit in the packet, and must start at an
 /// even offset of the covered data.
 pub fn update32(checksum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
-    let hi = update16(
-        checksum,
-        u16::from_be_bytes([old[0], old[1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    );
-    update16(
-        hi,
-        u16::from_be_bytes([old[2], old[3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    )
+    let hi = update16(checksum, u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([new[0], new[1]]));
+    update16(hi, u16::from_be_bytes([old[2], old[3]]), u16::from_be_bytes([new[2], new[3]]))
 }
 
 #[cfg(test)]
@@ -130,8 +116,8 @@ mod tests {
 
     // A real IPv4 header (from Wikipedia's worked example) whose checksum field is b861.
     const IPV4_HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
-        0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+        0x00, 0xc7,
     ];
 
     #[test]
@@ -172,22 +158,11 @@ mod tests {
 
     #[test]
     fn pseudo_headers() {
-        let v4 = pseudo_header_v4(
-            Ipv4Addr::new(192, 168, 0, 1),
-            Ipv4Addr::new(192, 168, 0, 199),
-            17,
-            0x5f,
-        );
-        assert_eq!(
-            v4,
-            combine(&[0xc0a8, 0x0001, 0xc0a8, 0x00c7, 0x0011, 0x005f])
-        );
+        let v4 = pseudo_header_v4(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 199), 17, 0x5f);
+        assert_eq!(v4, combine(&[0xc0a8, 0x0001, 0xc0a8, 0x00c7, 0x0011, 0x005f]));
         let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
         let v6 = pseudo_header_v6(&src, &dst, 6, 0x1_0004);
-        assert_eq!(
-            v6,
-            combine(&[0x2001, 0x0db8, 0x0001, 0x2001, 0x0db8, 0x0002, 0x0006, 0x0001, 0x0004])
-        );
+        assert_eq!(v6, combine(&[0x2001, 0x0db8, 0x0001, 0x2001, 0x0db8, 0x0002, 0x0006, 0x0001, 0x0004]));
     }
 }

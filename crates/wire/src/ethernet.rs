@@ -39,11 +39,7 @@ impl Address {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -198,11 +194,7 @@ impl Repr {
     /// Reads the header of a checked frame; every header is representable, so this cannot fail.
     pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
         frame.check_len()?;
-        Ok(Repr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(Repr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// The length of the header that [`Repr::emit`] writes; the payload follows it.
@@ -231,8 +223,8 @@ mod tests {
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // destination
         0x02, 0x11, 0x22, 0x33, 0x44, 0x55, // source
         0x08, 0x06, // ARP
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 10, 0,
-        0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2, // the ARP body
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 10, 0, 0, 1, 0, 0, 0, 0, 0,
+        0, 10, 0, 0, 2, // the ARP body
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // padding
     ];
 
@@ -240,10 +232,7 @@ mod tests {
     fn deconstruct() {
         let frame = Frame::new_checked(&FRAME[..]).unwrap();
         assert_eq!(frame.dst_addr(), Address::BROADCAST);
-        assert_eq!(
-            frame.src_addr(),
-            Address([0x02, 0x11, 0x22, 0x33, 0x44, 0x55])
-        );
+        assert_eq!(frame.src_addr(), Address([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]));
         assert_eq!(frame.ethertype(), EtherType::ARP);
         assert_eq!(frame.payload().len(), 46);
         assert_eq!(&frame.payload()[..4], &[0x00, 0x01, 0x08, 0x00]);
@@ -272,10 +261,7 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Frame::new_checked(&FRAME[..13]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Frame::new_checked(&FRAME[..13]).unwrap_err(), Error::Truncated);
         let header_only = Frame::new_checked(&FRAME[..14]).unwrap();
         assert!(header_only.payload().is_empty());
     }

@@ -45,11 +45,7 @@ pub fn parse_arp(data: &[u8]) {
         return;
     };
     black_box((packet.hardware_type(), packet.protocol_type()));
-    black_box((
-        packet.hardware_len(),
-        packet.protocol_len(),
-        packet.operation(),
-    ));
+    black_box((packet.hardware_len(), packet.protocol_len(), packet.operation()));
     black_box((packet.source_hardware_addr(), packet.source_protocol_addr()));
     black_box((packet.target_hardware_addr(), packet.target_protocol_addr()));
     if let Ok(repr) = arp::Repr::parse(&packet) {
@@ -66,11 +62,7 @@ pub fn parse_ipv4(data: &[u8]) {
     };
     black_box((packet.version(), packet.header_len(), packet.dscp_ecn()));
     black_box((packet.total_len(), packet.ident(), packet.dont_frag()));
-    black_box((
-        packet.more_frags(),
-        packet.frag_offset(),
-        packet.is_fragment(),
-    ));
+    black_box((packet.more_frags(), packet.frag_offset(), packet.is_fragment()));
     black_box((packet.ttl(), packet.protocol(), packet.checksum()));
     black_box((packet.src_addr(), packet.dst_addr(), packet.options()));
     black_box(packet.verify_checksum());
@@ -80,10 +72,7 @@ pub fn parse_ipv4(data: &[u8]) {
         let emitted = Ipv4Packet::new_unchecked(&out[..]);
         assert!(emitted.verify_checksum());
         assert_eq!(usize::from(emitted.total_len()), repr.buffer_len());
-        assert_eq!(
-            (emitted.src_addr(), emitted.dst_addr()),
-            (repr.src_addr, repr.dst_addr)
-        );
+        assert_eq!((emitted.src_addr(), emitted.dst_addr()), (repr.src_addr, repr.dst_addr));
     }
     if packet.frag_offset() != 0 {
         return;
@@ -102,16 +91,8 @@ pub fn parse_ipv6(data: &[u8]) {
     let Ok(packet) = Ipv6Packet::new_checked(data) else {
         return;
     };
-    black_box((
-        packet.version(),
-        packet.traffic_class(),
-        packet.flow_label(),
-    ));
-    black_box((
-        packet.payload_len(),
-        packet.next_header(),
-        packet.hop_limit(),
-    ));
+    black_box((packet.version(), packet.traffic_class(), packet.flow_label()));
+    black_box((packet.payload_len(), packet.next_header(), packet.hop_limit()));
     black_box((packet.src_addr(), packet.dst_addr(), packet.payload()));
     if let Ok(repr) = ipv6::Repr::parse(&packet) {
         let mut out = [0u8; ipv6::HEADER_LEN];
@@ -158,24 +139,14 @@ pub fn parse_geneve(data: &[u8]) {
         return;
     };
     black_box((packet.version(), packet.options_len(), packet.header_len()));
-    black_box((
-        packet.oam(),
-        packet.critical(),
-        packet.protocol(),
-        packet.vni(),
-    ));
+    black_box((packet.oam(), packet.critical(), packet.protocol(), packet.vni()));
     black_box((packet.options(), packet.payload()));
     for option in packet.options_iter().flatten() {
         black_box((option.class, option.type_, option.critical, option.data));
     }
     if let Ok(aws) = AwsOptions::parse(packet.options()) {
         let mut out = [0u8; geneve::AWS_OPTIONS_LEN];
-        geneve::emit_aws_options(
-            &mut out,
-            aws.vpc_endpoint_id,
-            aws.attachment_id,
-            aws.flow_cookie,
-        );
+        geneve::emit_aws_options(&mut out, aws.vpc_endpoint_id, aws.attachment_id, aws.flow_cookie);
         let again = AwsOptions::parse(&out);
         assert_eq!(again, Ok(AwsOptions { unknown: 0, ..aws }));
     }
@@ -199,18 +170,8 @@ pub fn parse_inner(protocol_type: u16, data: &[u8]) {
     if summary.protocol == ip_protocol::TCP && summary.fragment != inner::Fragment::Later {
         let l4 = &data[summary.l4_offset..summary.total_len];
         let addrs = if summary.ip_version == 4 {
-            let src = [
-                summary.src[0],
-                summary.src[1],
-                summary.src[2],
-                summary.src[3],
-            ];
-            let dst = [
-                summary.dst[0],
-                summary.dst[1],
-                summary.dst[2],
-                summary.dst[3],
-            ];
+            let src = [summary.src[0], summary.src[1], summary.src[2], summary.src[3]];
+            let dst = [summary.dst[0], summary.dst[1], summary.dst[2], summary.dst[3]];
             Addrs::V4(src.into(), dst.into())
         } else {
             Addrs::V6(summary.src.into(), summary.dst.into())
@@ -242,13 +203,7 @@ fn parse_tcp(data: &[u8], addrs: Addrs) {
         let out = &mut out[..repr.header_len()];
         repr.emit(&mut TcpPacket::new_unchecked(&mut *out));
         let emitted = TcpPacket::new_checked(&*out).map(|p| tcp::Repr::parse(&p));
-        assert_eq!(
-            emitted,
-            Ok(Ok(tcp::Repr {
-                payload_len: 0,
-                ..repr
-            }))
-        );
+        assert_eq!(emitted, Ok(Ok(tcp::Repr { payload_len: 0, ..repr })));
     }
 }
 

@@ -208,7 +208,7 @@ pub struct GeneveOption<'a> {
 ///
 /// An option whose header or data runs past the end yields [`Error::Malformed`] once,
 /// then the iterator stops.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options<'a> {
     data: &'a [u8],
 }
@@ -291,19 +291,14 @@ impl AwsOptions {
                 (aws_type::FLOW_COOKIE, 4) if flow_cookie.is_none() => {
                     flow_cookie = Some(be32(option.data));
                 }
-                (aws_type::VPC_ENDPOINT_ID..=aws_type::FLOW_COOKIE, _) => {
-                    return Err(Error::Malformed)
-                }
+                (aws_type::VPC_ENDPOINT_ID..=aws_type::FLOW_COOKIE, _) => return Err(Error::Malformed),
                 _ => unknown = unknown.saturating_add(1),
             }
         }
         match (vpc_endpoint_id, attachment_id, flow_cookie) {
-            (Some(vpc_endpoint_id), Some(attachment_id), Some(flow_cookie)) => Ok(AwsOptions {
-                vpc_endpoint_id,
-                attachment_id,
-                flow_cookie,
-                unknown,
-            }),
+            (Some(vpc_endpoint_id), Some(attachment_id), Some(flow_cookie)) => {
+                Ok(AwsOptions { vpc_endpoint_id, attachment_id, flow_cookie, unknown })
+            }
             _ => Err(Error::Malformed),
         }
     }
@@ -313,12 +308,7 @@ impl AwsOptions {
 ///
 /// # Panics
 /// If `buf` is shorter than [`AWS_OPTIONS_LEN`].
-pub fn emit_aws_options(
-    buf: &mut [u8],
-    vpc_endpoint_id: u64,
-    attachment_id: u64,
-    flow_cookie: u32,
-) -> usize {
+pub fn emit_aws_options(buf: &mut [u8], vpc_endpoint_id: u64, attachment_id: u64, flow_cookie: u32) -> usize {
     let buf = &mut buf[..AWS_OPTIONS_LEN];
     let class = AWS_OPTION_CLASS.to_be_bytes();
     buf[0..4].copy_from_slice(&[class[0], class[1], aws_type::VPC_ENDPOINT_ID, 2]);
@@ -404,18 +394,12 @@ mod tests {
     static HEADER: [u8; 40] = [
         0x08, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, // base
         0x01, 0x08, 0x01, 0x02, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // endpoint ID
-        0x01, 0x08, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, // attachment ID
+        0x01, 0x08, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // attachment ID
         0x01, 0x08, 0x03, 0x01, 0xca, 0xfe, 0xf0, 0x0d, // flow cookie
     ];
 
     fn expected() -> AwsOptions {
-        AwsOptions {
-            vpc_endpoint_id: 0x0123_4567_89ab_cdef,
-            attachment_id: 0,
-            flow_cookie: 0xcafe_f00d,
-            unknown: 0,
-        }
+        AwsOptions { vpc_endpoint_id: 0x0123_4567_89ab_cdef, attachment_id: 0, flow_cookie: 0xcafe_f00d, unknown: 0 }
     }
 
     #[test]
@@ -451,22 +435,13 @@ mod tests {
         let mut bytes = [0u8; 40];
         let n = emit_aws_options(&mut bytes[8..], 0x0123_4567_89ab_cdef, 0, 0xcafe_f00d);
         assert_eq!(n, AWS_OPTIONS_LEN);
-        let repr = Repr {
-            protocol: 0x0800,
-            vni: 0,
-            oam: false,
-            critical: false,
-            options: &HEADER[8..],
-        };
+        let repr = Repr { protocol: 0x0800, vni: 0, oam: false, critical: false, options: &HEADER[8..] };
         assert_eq!(repr.buffer_len(), 40);
         let mut out = [0xffu8; 40];
         repr.emit(&mut Packet::new_unchecked(&mut out[..]));
         assert_eq!(out, HEADER);
         assert_eq!(&bytes[8..], &HEADER[8..]);
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(),
-            repr
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(), repr);
     }
 
     #[test]
@@ -477,10 +452,7 @@ mod tests {
         packet.set_critical(true);
         packet.set_vni(0x00ab_cdef);
         packet.set_protocol(0x86dd);
-        assert_eq!(
-            &bytes[..8],
-            &[0x08, 0xc0, 0x86, 0xdd, 0xab, 0xcd, 0xef, 0x00]
-        );
+        assert_eq!(&bytes[..8], &[0x08, 0xc0, 0x86, 0xdd, 0xab, 0xcd, 0xef, 0x00]);
         let packet = Packet::new_checked(&bytes[..]).unwrap();
         assert!(packet.oam() && packet.critical());
         assert_eq!(packet.vni(), 0x00ab_cdef);
@@ -502,18 +474,9 @@ mod tests {
         options[16..28].copy_from_slice(&HEADER[20..32]); // attachment ID
         options[28..40].copy_from_slice(&HEADER[8..20]); // endpoint ID
         let parsed = AwsOptions::parse(&options).unwrap();
-        assert_eq!(
-            parsed,
-            AwsOptions {
-                unknown: 1,
-                ..expected()
-            }
-        );
+        assert_eq!(parsed, AwsOptions { unknown: 1, ..expected() });
         let unknown = Options::new(&options).nth(1).unwrap().unwrap();
-        assert_eq!(
-            (unknown.class, unknown.type_, unknown.critical),
-            (0xffff, 5, true)
-        );
+        assert_eq!((unknown.class, unknown.type_, unknown.critical), (0xffff, 5, true));
         // An AWS-class option of an undefined type counts as unknown too.
         options[8..12].copy_from_slice(&[0x01, 0x08, 0x04, 0x01]);
         assert_eq!(AwsOptions::parse(&options).unwrap().unknown, 1);
@@ -522,10 +485,7 @@ mod tests {
     #[test]
     fn aws_options_errors() {
         // Missing the cookie.
-        assert_eq!(
-            AwsOptions::parse(&HEADER[8..32]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(AwsOptions::parse(&HEADER[8..32]).unwrap_err(), Error::Malformed);
         // The cookie twice.
         let mut twice = [0u8; 40];
         twice[..32].copy_from_slice(&HEADER[8..]);
@@ -562,14 +522,8 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Packet::new_checked(&HEADER[..7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&HEADER[..39]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&HEADER[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&HEADER[..39]).unwrap_err(), Error::Truncated);
         let packet = Packet::new_checked(&HEADER[..]).unwrap();
         assert!(packet.payload().is_empty());
     }

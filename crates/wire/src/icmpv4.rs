@@ -147,10 +147,8 @@ mod tests {
     use super::*;
 
     // A ping with ident 0x1c46, sequence 1 and 8 data bytes; the checksum is !0x7097 = 0x8f68.
-    static ECHO: [u8; 16] = [
-        0x08, 0x00, 0x8f, 0x68, 0x1c, 0x46, 0x00, 0x01, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
-        0x17,
-    ];
+    static ECHO: [u8; 16] =
+        [0x08, 0x00, 0x8f, 0x68, 0x1c, 0x46, 0x00, 0x01, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17];
 
     #[test]
     fn deconstruct() {
@@ -183,10 +181,7 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Packet::new_checked(&ECHO[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&ECHO[..7]).unwrap_err(), Error::Truncated);
         assert!(Packet::new_checked(&ECHO[..8]).unwrap().data().is_empty());
     }
 }

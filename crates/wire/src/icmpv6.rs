@@ -169,9 +169,7 @@ mod tests {
     // Echo request fe80::1 -> fe80::2, ident 0x1234, sequence 1, data "ping".
     // Sum: fe80+1 + fe80+2 + 003a + 000c + 8000 + 1234+0001 + 7069+6e67 = 0x36e4e -> 0x6e51,
     // so the checksum is 0x91ae.
-    static ECHO: [u8; 12] = [
-        0x80, 0x00, 0x91, 0xae, 0x12, 0x34, 0x00, 0x01, b'p', b'i', b'n', b'g',
-    ];
+    static ECHO: [u8; 12] = [0x80, 0x00, 0x91, 0xae, 0x12, 0x34, 0x00, 0x01, b'p', b'i', b'n', b'g'];
 
     #[test]
     fn deconstruct() {
@@ -203,9 +201,6 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Packet::new_checked(&ECHO[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&ECHO[..7]).unwrap_err(), Error::Truncated);
     }
 }

@@ -173,16 +173,14 @@ mod tests {
     /// attachment ID 0 and cookie 0x7e57c00c, carrying a TCP SYN
     /// 192.168.1.10:40000 -> 198.51.100.7:443 with MSS, SACK permitted, timestamps and window scale.
     static GWLB_FRAME: [u8; 142] = [
-        0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01, 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x02, 0x08, 0x00, 0x45,
-        0x00, 0x00, 0x80, 0x04, 0xd2, 0x00, 0x00, 0xfe, 0x11, 0xa0, 0x7d, 0x0a, 0x00, 0x01, 0x0a,
-        0x0a, 0x00, 0x02, 0x14, 0xd4, 0x31, 0x17, 0xc1, 0x00, 0x6c, 0x3e, 0x47, 0x08, 0x00, 0x08,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x01, 0x02, 0x0a, 0xbc, 0xde, 0xf0, 0x12, 0x34,
-        0x56, 0x78, 0x01, 0x08, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
-        0x08, 0x03, 0x01, 0x7e, 0x57, 0xc0, 0x0c, 0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00,
-        0x40, 0x06, 0x32, 0x89, 0xc0, 0xa8, 0x01, 0x0a, 0xc6, 0x33, 0x64, 0x07, 0x9c, 0x40, 0x01,
-        0xbb, 0x12, 0x34, 0x56, 0x78, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xf5, 0x6c, 0x42, 0x87,
-        0x00, 0x00, 0x02, 0x04, 0x23, 0x01, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x00, 0x00, 0x2a, 0x00,
-        0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+        0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01, 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x02, 0x08, 0x00, 0x45, 0x00, 0x00, 0x80,
+        0x04, 0xd2, 0x00, 0x00, 0xfe, 0x11, 0xa0, 0x7d, 0x0a, 0x00, 0x01, 0x0a, 0x0a, 0x00, 0x02, 0x14, 0xd4, 0x31,
+        0x17, 0xc1, 0x00, 0x6c, 0x3e, 0x47, 0x08, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x01, 0x02,
+        0x0a, 0xbc, 0xde, 0xf0, 0x12, 0x34, 0x56, 0x78, 0x01, 0x08, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x08, 0x03, 0x01, 0x7e, 0x57, 0xc0, 0x0c, 0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00,
+        0x40, 0x06, 0x32, 0x89, 0xc0, 0xa8, 0x01, 0x0a, 0xc6, 0x33, 0x64, 0x07, 0x9c, 0x40, 0x01, 0xbb, 0x12, 0x34,
+        0x56, 0x78, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xf5, 0x6c, 0x42, 0x87, 0x00, 0x00, 0x02, 0x04, 0x23, 0x01,
+        0x04, 0x02, 0x08, 0x0a, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
     ];
 
     /// Offsets of each layer in [`GWLB_FRAME`].
@@ -214,10 +212,7 @@ mod tests {
     #[test]
     fn walk_a_gwlb_frame() {
         let frame = EthernetFrame::new_checked(&GWLB_FRAME[..]).unwrap();
-        assert_eq!(
-            frame.dst_addr(),
-            EthernetAddress([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01])
-        );
+        assert_eq!(frame.dst_addr(), EthernetAddress([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]));
         assert_eq!(frame.ethertype(), EtherType::IPV4);
 
         let outer = Ipv4Packet::new_checked(frame.payload()).unwrap();
@@ -231,10 +226,7 @@ mod tests {
         assert!(udp.verify_checksum_v4(outer.src_addr(), outer.dst_addr()));
 
         let geneve = GenevePacket::new_checked(udp.payload()).unwrap();
-        assert_eq!(
-            (geneve.version(), geneve.header_len(), geneve.vni()),
-            (0, 40, 0)
-        );
+        assert_eq!((geneve.version(), geneve.header_len(), geneve.vni()), (0, 40, 0));
         assert_eq!(geneve.protocol(), 0x0800);
         let aws = AwsOptions::parse(geneve.options()).unwrap();
         assert_eq!(
@@ -249,10 +241,7 @@ mod tests {
 
         let summary = summarize(geneve.protocol(), geneve.payload()).unwrap();
         assert_eq!(summary, syn_summary());
-        assert_eq!(
-            summary.src_addr(),
-            IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10))
-        );
+        assert_eq!(summary.src_addr(), IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)));
 
         let inner = Ipv4Packet::new_checked(geneve.payload()).unwrap();
         assert!(inner.verify_checksum());
@@ -260,12 +249,7 @@ mod tests {
         assert!(syn.verify_checksum_v4(inner.src_addr(), inner.dst_addr()));
         let repr = tcp::Repr::parse(&syn).unwrap();
         assert_eq!(
-            (
-                repr.max_seg_size,
-                repr.window_scale,
-                repr.sack_permitted,
-                repr.timestamp
-            ),
+            (repr.max_seg_size, repr.window_scale, repr.sack_permitted, repr.timestamp),
             (Some(8961), Some(7), true, Some((42, 0)))
         );
         assert_eq!(&GWLB_FRAME[INNER_TCP..INNER_TCP + 2], &[0x9c, 0x40]);
@@ -274,47 +258,20 @@ mod tests {
     #[test]
     fn truncation_at_each_layer() {
         let f = &GWLB_FRAME;
-        assert_eq!(
-            EthernetFrame::new_checked(&f[..IP - 1]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(EthernetFrame::new_checked(&f[..IP - 1]).unwrap_err(), Error::Truncated);
         // Cutting the frame anywhere inside the outer packet breaks its total length.
         for end in IP..f.len() {
             let frame = EthernetFrame::new_checked(&f[..end]).unwrap();
-            assert_eq!(
-                Ipv4Packet::new_checked(frame.payload()).unwrap_err(),
-                Error::Truncated
-            );
+            assert_eq!(Ipv4Packet::new_checked(frame.payload()).unwrap_err(), Error::Truncated);
         }
         // Each layer checked on its own, cut one byte short.
-        assert_eq!(
-            UdpPacket::new_checked(&f[UDP..UDP + 7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            UdpPacket::new_checked(&f[UDP..f.len() - 1]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            GenevePacket::new_checked(&f[GENEVE..GENEVE + 7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            GenevePacket::new_checked(&f[GENEVE..INNER - 1]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            summarize(0x0800, &f[INNER..f.len() - 1]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            summarize(0x0800, &f[INNER..INNER + 19]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            TcpPacket::new_checked(&f[INNER_TCP..f.len() - 1]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(UdpPacket::new_checked(&f[UDP..UDP + 7]).unwrap_err(), Error::Truncated);
+        assert_eq!(UdpPacket::new_checked(&f[UDP..f.len() - 1]).unwrap_err(), Error::Truncated);
+        assert_eq!(GenevePacket::new_checked(&f[GENEVE..GENEVE + 7]).unwrap_err(), Error::Truncated);
+        assert_eq!(GenevePacket::new_checked(&f[GENEVE..INNER - 1]).unwrap_err(), Error::Truncated);
+        assert_eq!(summarize(0x0800, &f[INNER..f.len() - 1]).unwrap_err(), Error::Truncated);
+        assert_eq!(summarize(0x0800, &f[INNER..INNER + 19]).unwrap_err(), Error::Truncated);
+        assert_eq!(TcpPacket::new_checked(&f[INNER_TCP..f.len() - 1]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
@@ -329,10 +286,7 @@ mod tests {
         inner[7] = 0xb9;
         let summary = summarize(0x0800, &inner).unwrap();
         assert_eq!(summary.fragment, Fragment::Later);
-        assert_eq!(
-            (summary.src_port, summary.dst_port, summary.tcp_flags),
-            (0, 0, 0)
-        );
+        assert_eq!((summary.src_port, summary.dst_port, summary.tcp_flags), (0, 0, 0));
         // As a first fragment they must hold the TCP header.
         inner[6] = 0x20;
         inner[7] = 0x00;
@@ -350,10 +304,7 @@ mod tests {
         inner[20..28].copy_from_slice(&[0x30, 0x39, 0x00, 0x35, 0x03, 0xe8, 0, 0]);
         let summary = summarize(0x0800, &inner).unwrap();
         assert_eq!(summary.fragment, Fragment::First);
-        assert_eq!(
-            (summary.protocol, summary.src_port, summary.dst_port),
-            (17, 12345, 53)
-        );
+        assert_eq!((summary.protocol, summary.src_port, summary.dst_port), (17, 12345, 53));
     }
 
     #[test]
@@ -364,10 +315,7 @@ mod tests {
         inner[9] = ip_protocol::ICMP;
         inner[20..28].copy_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
         let summary = summarize(0x0800, &inner).unwrap();
-        assert_eq!(
-            (summary.protocol, summary.src_port, summary.dst_port),
-            (1, 0, 0)
-        );
+        assert_eq!((summary.protocol, summary.src_port, summary.dst_port), (1, 0, 0));
         assert_eq!(summary.fragment, Fragment::None);
     }
 
@@ -389,10 +337,7 @@ mod tests {
         let summary = summarize(0x86dd, &packet).unwrap();
         assert_eq!(summary.ip_version, 6);
         assert_eq!(summary.fragment, Fragment::First);
-        assert_eq!(
-            (summary.protocol, summary.l4_offset, summary.total_len),
-            (17, 48, 56)
-        );
+        assert_eq!((summary.protocol, summary.l4_offset, summary.total_len), (17, 48, 56));
         assert_eq!((summary.src_port, summary.dst_port), (5353, 5353));
         assert_eq!(summary.dst_addr(), "2001:db8::2".parse::<IpAddr>().unwrap());
 
@@ -407,22 +352,13 @@ mod tests {
 
         // Cut the UDP header short.
         packet[5] = 12;
-        assert_eq!(
-            summarize(0x86dd, &packet[..52]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(summarize(0x86dd, &packet[..52]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
     fn other_protocol_types() {
-        assert_eq!(
-            summarize(0x6558, &GWLB_FRAME).unwrap_err(),
-            Error::Unsupported
-        );
-        assert_eq!(
-            summarize(ethernet::EtherType::IPV6.0, &GWLB_FRAME[INNER..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(summarize(0x6558, &GWLB_FRAME).unwrap_err(), Error::Unsupported);
+        assert_eq!(summarize(ethernet::EtherType::IPV6.0, &GWLB_FRAME[INNER..]).unwrap_err(), Error::Malformed);
         let mut v6_in_v4 = [0u8; 40];
         v6_in_v4[0] = 0x60;
         assert_eq!(summarize(0x0800, &v6_in_v4).unwrap_err(), Error::Malformed);

@@ -345,8 +345,8 @@ mod tests {
 
     // 192.168.0.1 -> 192.168.0.199, UDP, 115 bytes, DF, TTL 64; 4 payload bytes shown.
     static HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
-        0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+        0x00, 0xc7,
     ];
 
     fn packet_bytes() -> [u8; 0x73 + 2] {
@@ -432,15 +432,9 @@ mod tests {
     #[test]
     fn checks() {
         let bytes = packet_bytes();
-        assert_eq!(
-            Packet::new_checked(&bytes[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&bytes[..19]).unwrap_err(), Error::Truncated);
         // Total length 115 but only 100 bytes.
-        assert_eq!(
-            Packet::new_checked(&bytes[..100]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&bytes[..100]).unwrap_err(), Error::Truncated);
         let mut bad = bytes;
         bad[0] = 0x65;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);

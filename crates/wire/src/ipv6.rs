@@ -208,11 +208,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 break;
             }
         }
-        Ok(UpperLayer {
-            protocol,
-            offset,
-            fragment,
-        })
+        Ok(UpperLayer { protocol, offset, fragment })
     }
 }
 
@@ -338,8 +334,7 @@ mod tests {
     // hop-by-hop (8 bytes, PadN), fragment (offset 0, M set, ident 0xdeadbeef),
     // destination options (16 bytes), and an 8-byte UDP header.
     static PACKET: [u8; 40 + 8 + 8 + 16 + 8] = [
-        0x6b, 0x81, 0x23, 0x45, 0x00, 0x28, 0x00,
-        0x40, // ver/tc/flow, len 40, hop-by-hop, hlim
+        0x6b, 0x81, 0x23, 0x45, 0x00, 0x28, 0x00, 0x40, // ver/tc/flow, len 40, hop-by-hop, hlim
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, // src
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, // dst
         44, 0, 1, 4, 0, 0, 0, 0, // hop-by-hop -> fragment
@@ -357,25 +352,15 @@ mod tests {
         assert_eq!(packet.payload_len(), 40);
         assert_eq!(packet.next_header(), ip_protocol::HOPOPT);
         assert_eq!(packet.hop_limit(), 64);
-        assert_eq!(
-            packet.src_addr(),
-            "2001:db8::1".parse::<Ipv6Addr>().unwrap()
-        );
-        assert_eq!(
-            packet.dst_addr(),
-            "2001:db8::2".parse::<Ipv6Addr>().unwrap()
-        );
+        assert_eq!(packet.src_addr(), "2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(packet.dst_addr(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
         assert_eq!(packet.payload().len(), 40);
         assert_eq!(
             packet.upper_layer().unwrap(),
             UpperLayer {
                 protocol: ip_protocol::UDP,
                 offset: 72,
-                fragment: Some(FragmentInfo {
-                    offset: 0,
-                    more: true,
-                    ident: 0xdead_beef
-                }),
+                fragment: Some(FragmentInfo { offset: 0, more: true, ident: 0xdead_beef }),
             }
         );
     }
@@ -401,20 +386,10 @@ mod tests {
         let mut bytes = PACKET;
         // Offset 1448 bytes (181 units), no more fragments.
         bytes[50..52].copy_from_slice(&1448u16.to_be_bytes());
-        let upper = Packet::new_checked(&bytes[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
+        let upper = Packet::new_checked(&bytes[..]).unwrap().upper_layer().unwrap();
         assert_eq!(upper.protocol, ip_protocol::DSTOPTS);
         assert_eq!(upper.offset, 56);
-        assert_eq!(
-            upper.fragment,
-            Some(FragmentInfo {
-                offset: 1448,
-                more: false,
-                ident: 0xdead_beef
-            })
-        );
+        assert_eq!(upper.fragment, Some(FragmentInfo { offset: 1448, more: false, ident: 0xdead_beef }));
     }
 
     #[test]
@@ -426,20 +401,11 @@ mod tests {
         // AH with payload length 1: (1 + 2) * 4 = 12 bytes, then TCP.
         bytes[40] = ip_protocol::TCP;
         bytes[41] = 1;
-        let upper = Packet::new_checked(&bytes[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
-        assert_eq!(
-            (upper.protocol, upper.offset, upper.fragment),
-            (ip_protocol::TCP, 52, None)
-        );
+        let upper = Packet::new_checked(&bytes[..]).unwrap().upper_layer().unwrap();
+        assert_eq!((upper.protocol, upper.offset, upper.fragment), (ip_protocol::TCP, 52, None));
 
         bytes[6] = ip_protocol::ESP;
-        let upper = Packet::new_checked(&bytes[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
+        let upper = Packet::new_checked(&bytes[..]).unwrap().upper_layer().unwrap();
         assert_eq!((upper.protocol, upper.offset), (ip_protocol::ESP, 40));
     }
 
@@ -484,23 +450,14 @@ mod tests {
         assert_eq!(packet.upper_layer().unwrap_err(), Error::Unsupported);
         // Exactly eight is fine.
         bytes[40 + 8 * 7] = ip_protocol::UDP;
-        let upper = Packet::new_checked(&bytes[..])
-            .unwrap()
-            .upper_layer()
-            .unwrap();
+        let upper = Packet::new_checked(&bytes[..]).unwrap().upper_layer().unwrap();
         assert_eq!((upper.protocol, upper.offset), (ip_protocol::UDP, 104));
     }
 
     #[test]
     fn checks() {
-        assert_eq!(
-            Packet::new_checked(&PACKET[..39]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET[..79]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&PACKET[..79]).unwrap_err(), Error::Truncated);
         let mut bad = PACKET;
         bad[0] = 0x4b;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
@@ -517,9 +474,6 @@ mod tests {
         // Only the traffic class and flow label are not represented.
         assert_eq!(&out[..4], &[0x60, 0, 0, 0]);
         assert_eq!(&out[4..], &PACKET[4..]);
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(),
-            repr
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(), repr);
     }
 }

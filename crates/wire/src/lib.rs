@@ -18,6 +18,37 @@
 //! Getters read fields in network byte order; setters exist only where `T: AsMut<[u8]>`.
 //! A `Repr` is the small owned summary of a header, with `parse`, `emit` and `buffer_len`.
 //!
+//! # Example
+//!
+//! Walking a frame from GWLB down to the inner flow:
+//!
+//! ```
+//! use flowdog_wire::geneve::{self, AwsOptions};
+//! use flowdog_wire::inner::{self, Summary};
+//! use flowdog_wire::{ip_protocol, EtherType, Error, EthernetFrame, GenevePacket, Ipv4Packet, UdpPacket};
+//!
+//! fn classify(frame: &[u8]) -> flowdog_wire::Result<(AwsOptions, Summary)> {
+//!     let frame = EthernetFrame::new_checked(frame)?;
+//!     if frame.ethertype() != EtherType::IPV4 {
+//!         return Err(Error::Unsupported);
+//!     }
+//!     let ip = Ipv4Packet::new_checked(frame.payload())?;
+//!     if ip.protocol() != ip_protocol::UDP || ip.is_fragment() {
+//!         return Err(Error::Unsupported);
+//!     }
+//!     let udp = UdpPacket::new_checked(ip.payload())?;
+//!     if udp.dst_port() != geneve::UDP_PORT {
+//!         return Err(Error::Unsupported);
+//!     }
+//!     let geneve = GenevePacket::new_checked(udp.payload())?;
+//!     let aws = AwsOptions::parse(geneve.options())?;
+//!     let summary = inner::summarize(geneve.protocol(), geneve.payload())?;
+//!     Ok((aws, summary))
+//! }
+//!
+//! assert_eq!(classify(&[0; 10]), Err(Error::Truncated));
+//! ```
+//!
 //! # The no-panic contract
 //!
 //! Untrusted bytes always go through `new_checked`, which checks every length the getters rely on.
@@ -25,7 +56,8 @@
 //! are**: the fuzz target in `fuzz/` and the property tests exercise exactly that.
 //! `new_unchecked` skips the checks and is meant for emission into buffers the caller sized with
 //! `buffer_len`; there, and after a setter changes a length field, accessors may panic.
-//! `emit` panics if its buffer is smaller than `buffer_len()`, because that is a caller bug.
+//! `emit` panics if its buffer is too small for the header it writes, because that is a caller
+//! bug; sizing the buffer with `buffer_len()` is always enough.
 //!
 //! Errors are one small `Copy` enum so the datapath can count drop reasons without allocating:
 //! [`Error::Truncated`] means the buffer holds fewer bytes than a header or a length field needs,

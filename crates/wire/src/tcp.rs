@@ -355,7 +355,7 @@ impl TcpOption<'_> {
 ///
 /// It yields [`Error::Malformed`] once and stops when an option's length is missing, too
 /// short, runs past the end, or does not fit its kind. It stops after [`TcpOption::EndOfList`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpOptions<'a> {
     data: &'a [u8],
 }
@@ -390,23 +390,16 @@ impl<'a> TcpOptions<'a> {
             (kind::MAX_SEGMENT_SIZE, 2) => TcpOption::MaxSegmentSize(be16(body)),
             (kind::WINDOW_SCALE, 1) => TcpOption::WindowScale(body[0]),
             (kind::SACK_PERMITTED, 0) => TcpOption::SackPermitted,
-            (kind::SACK_RANGE, n) if n > 0 && n % 8 == 0 => {
+            (kind::SACK_RANGE, n) if n > 0 && n.is_multiple_of(8) => {
                 let mut blocks = [None; 3];
                 for (slot, chunk) in blocks.iter_mut().zip(body.chunks_exact(8)) {
                     *slot = Some((be32(&chunk[..4]), be32(&chunk[4..])));
                 }
                 TcpOption::SackRange(blocks)
             }
-            (kind::TIMESTAMP, 8) => TcpOption::Timestamp {
-                tsval: be32(&body[..4]),
-                tsecr: be32(&body[4..]),
-            },
+            (kind::TIMESTAMP, 8) => TcpOption::Timestamp { tsval: be32(&body[..4]), tsecr: be32(&body[4..]) },
             (
-                kind::MAX_SEGMENT_SIZE
-                | kind::WINDOW_SCALE
-                | kind::SACK_PERMITTED
-                | kind::SACK_RANGE
-                | kind::TIMESTAMP,
+                kind::MAX_SEGMENT_SIZE | kind::WINDOW_SCALE | kind::SACK_PERMITTED | kind::SACK_RANGE | kind::TIMESTAMP,
                 _,
             ) => return Err(Error::Malformed),
             (kind, _) => TcpOption::Unknown { kind, data: body },
@@ -494,20 +487,14 @@ impl Repr {
         [
             self.max_seg_size.map(TcpOption::MaxSegmentSize),
             self.sack_permitted.then_some(TcpOption::SackPermitted),
-            self.timestamp
-                .map(|(tsval, tsecr)| TcpOption::Timestamp { tsval, tsecr }),
+            self.timestamp.map(|(tsval, tsecr)| TcpOption::Timestamp { tsval, tsecr }),
             self.window_scale.map(TcpOption::WindowScale),
         ]
     }
 
     /// The length of the header [`Repr::emit`] writes, options and padding included.
     pub fn header_len(&self) -> usize {
-        let options: usize = self
-            .options()
-            .iter()
-            .flatten()
-            .map(TcpOption::buffer_len)
-            .sum();
+        let options: usize = self.options().iter().flatten().map(TcpOption::buffer_len).sum();
         HEADER_LEN + options.next_multiple_of(4)
     }
 
@@ -580,13 +567,7 @@ mod tests {
         let mut options = packet.options_iter();
         assert_eq!(options.next(), Some(Ok(TcpOption::MaxSegmentSize(8961))));
         assert_eq!(options.next(), Some(Ok(TcpOption::SackPermitted)));
-        assert_eq!(
-            options.next(),
-            Some(Ok(TcpOption::Timestamp {
-                tsval: 42,
-                tsecr: 0
-            }))
-        );
+        assert_eq!(options.next(), Some(Ok(TcpOption::Timestamp { tsval: 42, tsecr: 0 })));
         assert_eq!(options.next(), Some(Ok(TcpOption::NoOperation)));
         assert_eq!(options.next(), Some(Ok(TcpOption::WindowScale(7))));
         assert_eq!(options.next(), None);
@@ -631,10 +612,7 @@ mod tests {
         // The emitter puts window scale last and pads with end-of-list instead of a NOP.
         assert_eq!(&out[..36], &SYN[..36]);
         assert_eq!(&out[36..], &[0x03, 0x03, 0x07, 0x00]);
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(),
-            repr
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(), repr);
     }
 
     #[test]
@@ -667,26 +645,16 @@ mod tests {
     #[test]
     fn sack_ranges_and_unknown() {
         let bytes = [
-            0x01, 0x01, 0x05, 0x12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0,
-            4, // 2 blocks
+            0x01, 0x01, 0x05, 0x12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, // 2 blocks
             0xfe, 0x04, 0xab, 0xcd, // experimental kind 254
             0x00, 0x99, // end of list, then padding that is not parsed
         ];
         let options: std::vec::Vec<_> = TcpOptions::new(&bytes).collect();
         let sack = TcpOption::SackRange([Some((1, 2)), Some((3, 4)), None]);
-        let unknown = TcpOption::Unknown {
-            kind: 0xfe,
-            data: &[0xab, 0xcd],
-        };
+        let unknown = TcpOption::Unknown { kind: 0xfe, data: &[0xab, 0xcd] };
         assert_eq!(
             options,
-            [
-                Ok(TcpOption::NoOperation),
-                Ok(TcpOption::NoOperation),
-                Ok(sack),
-                Ok(unknown),
-                Ok(TcpOption::EndOfList)
-            ]
+            [Ok(TcpOption::NoOperation), Ok(TcpOption::NoOperation), Ok(sack), Ok(unknown), Ok(TcpOption::EndOfList)]
         );
         let mut out = [0u8; 24];
         assert_eq!(sack.emit(&mut out), 18);
@@ -703,10 +671,7 @@ mod tests {
             chunk[3] = i as u8;
         }
         let option = TcpOptions::new(&bytes).next().unwrap().unwrap();
-        assert_eq!(
-            option,
-            TcpOption::SackRange([Some((0, 1)), Some((2, 3)), Some((4, 5))])
-        );
+        assert_eq!(option, TcpOption::SackRange([Some((0, 1)), Some((2, 3)), Some((4, 5))]));
     }
 
     #[test]
@@ -734,15 +699,9 @@ mod tests {
 
     #[test]
     fn checks() {
-        assert_eq!(
-            Packet::new_checked(&SYN[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&SYN[..19]).unwrap_err(), Error::Truncated);
         // Data offset 10 words, but only 39 bytes.
-        assert_eq!(
-            Packet::new_checked(&SYN[..39]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&SYN[..39]).unwrap_err(), Error::Truncated);
         let mut bad = SYN;
         bad[12] = 0x40;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);

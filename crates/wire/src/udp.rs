@@ -229,9 +229,7 @@ mod tests {
 
     // 12345 -> 53, payload "abcd", checksum over the IPv4 pseudo header:
     // c0a8+0101+c0a8+0102+0011+000c + 3039+0035+000c + 6162+6364 = 0x278b0 -> 0x78b2, !0x78b2 = 0x874d.
-    static DATAGRAM: [u8; 12] = [
-        0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0x87, 0x4d, b'a', b'b', b'c', b'd',
-    ];
+    static DATAGRAM: [u8; 12] = [0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0x87, 0x4d, b'a', b'b', b'c', b'd'];
 
     #[test]
     fn deconstruct() {
@@ -249,20 +247,13 @@ mod tests {
     #[test]
     fn construct() {
         let mut bytes = [0u8; 12];
-        let repr = Repr {
-            src_port: 12345,
-            dst_port: 53,
-            payload_len: 4,
-        };
+        let repr = Repr { src_port: 12345, dst_port: 53, payload_len: 4 };
         let mut packet = Packet::new_unchecked(&mut bytes[..]);
         repr.emit(&mut packet);
         packet.payload_mut().copy_from_slice(b"abcd");
         packet.fill_checksum_v4(SRC, DST);
         assert_eq!(bytes, DATAGRAM);
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).unwrap(),
-            repr
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).unwrap(), repr);
     }
 
     #[test]
@@ -284,9 +275,7 @@ mod tests {
         packet.set_len(10);
         let pseudo = checksum::pseudo_header_v4(SRC, DST, ip_protocol::UDP, 10);
         let partial = checksum::combine(&[pseudo, 10]);
-        packet
-            .payload_mut()
-            .copy_from_slice(&(!partial).to_be_bytes());
+        packet.payload_mut().copy_from_slice(&(!partial).to_be_bytes());
         packet.fill_checksum_v4(SRC, DST);
         assert_eq!(packet.checksum(), 0xffff);
         assert!(packet.verify_checksum_v4(SRC, DST));
@@ -305,14 +294,8 @@ mod tests {
 
     #[test]
     fn checks() {
-        assert_eq!(
-            Packet::new_checked(&DATAGRAM[..7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&DATAGRAM[..11]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&DATAGRAM[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&DATAGRAM[..11]).unwrap_err(), Error::Truncated);
         let mut bad = DATAGRAM;
         bad[5] = 7;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);

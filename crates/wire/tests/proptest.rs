@@ -53,11 +53,9 @@ fn tcp_repr() -> impl Strategy<Value = tcp::Repr> {
 /// Options that are not one of the three AWS ones: (class, type, critical, data).
 fn extra_option() -> impl Strategy<Value = (u16, u8, bool, Vec<u8>)> {
     let class = prop_oneof![Just(geneve::AWS_OPTION_CLASS), any::<u16>()];
-    (class, 4u8..=127, any::<bool>(), 0usize..=31)
-        .prop_flat_map(|(class, type_, critical, words)| {
-            proptest::collection::vec(any::<u8>(), words * 4)
-                .prop_map(move |data| (class, type_, critical, data))
-        })
+    (class, 4u8..=127, any::<bool>(), 0usize..=31).prop_flat_map(|(class, type_, critical, words)| {
+        proptest::collection::vec(any::<u8>(), words * 4).prop_map(move |data| (class, type_, critical, data))
+    })
 }
 
 /// Extra options that fit next to the 32 bytes of AWS options in 252 bytes.
@@ -77,14 +75,8 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
     ];
     let l4 = prop_oneof![
         tcp_repr().prop_map(L4::Tcp),
-        (any::<u16>(), any::<u16>()).prop_map(|(s, d)| L4::Udp {
-            src_port: s,
-            dst_port: d
-        }),
-        (any::<u16>(), any::<u16>()).prop_map(|(i, s)| L4::Echo {
-            ident: i,
-            seq_no: s
-        }),
+        (any::<u16>(), any::<u16>()).prop_map(|(s, d)| L4::Udp { src_port: s, dst_port: d }),
+        (any::<u16>(), any::<u16>()).prop_map(|(i, s)| L4::Echo { ident: i, seq_no: s }),
     ];
     (
         (mac(), mac(), ipv4_addr(), ipv4_addr(), any::<u8>()),

@@ -28,6 +28,7 @@ from scapy.layers.inet6 import (  # noqa: E402
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
     PadN,
+    PseudoIPv6,
     fragment6,
     in6_chksum,
 )
@@ -150,6 +151,9 @@ def facts(raw, depth="all"):
             if frag == "later":
                 break
             upper = upper.payload
+    if isinstance(upper, Raw) and frag != "later" and protocol in (6, 17):
+        # scapy does not dissect past AH; do it by hand.
+        upper = (TCP if protocol == 6 else UDP)(upper.load)
     f["in.proto"] = protocol
     f["in.l4off"] = l4_offset
     f["in.len"] = total_len
@@ -166,7 +170,8 @@ def facts(raw, depth="all"):
     def pseudo_ok():
         if f["in.ver"] == 4:
             return in4_chksum(protocol, inner, l4) == 0
-        return in6_chksum(protocol, upper, l4) == 0
+        pseudo = PseudoIPv6(src=inner.src, dst=inner.dst, uplen=len(l4), nh=protocol)
+        return checksum(scapy_raw(pseudo) + l4) == 0
 
     if protocol == 6:
         hlen = upper.dataofs * 4
@@ -268,8 +273,11 @@ def frames():
                                             TCP(sport=22, dport=50000, flags="PA") / Raw(b"ssh")), "all", {}
     yield "v6_routing_udp", gwlb(IPv6(**V6) / IPv6ExtHdrRouting(segleft=0) / UDP(sport=7, dport=7) / Raw(b"e")), \
         "all", {}
-    yield "v6_ah_tcp", gwlb(IPv6(**V6) / AH(nh=6, spi=0x100, seq=1, icv=b"\x00" * 12) /
-                            TCP(sport=500, dport=500, flags="S")), "all", {}
+    # AH's length counts 4-byte words minus 2: (4 + 2) * 4 = 24 bytes, 12 of them ICV.
+    ah = IPv6(**V6) / AH(nh=6, payloadlen=4, spi=0x100, seq=1, icv=b"\x00" * 12) / TCP(sport=500, dport=500, flags="S")
+    # scapy fills a TCP checksum only right under IPv6 or an IPv6 extension header, not under AH.
+    ah[TCP].chksum = in6_chksum(6, ah[TCP], scapy_raw(ah[TCP]))
+    yield "v6_ah_tcp", gwlb(ah), "all", {}
     frags = fragment6(IPv6(**V6) / IPv6ExtHdrFragment(id=0xABCDEF) / UDP(sport=9, dport=10) / Raw(b"u" * 2000), 1280)
     yield "v6_fragment_first_udp", gwlb(frags[0]), "all", {}
     yield "v6_fragment_later_udp", gwlb(frags[1]), "all", {}

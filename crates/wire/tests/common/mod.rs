@@ -73,24 +73,16 @@ impl FrameSpec {
 
     fn tcp_repr(&self) -> Option<tcp::Repr> {
         match &self.l4 {
-            L4::Tcp(repr) => Some(tcp::Repr {
-                payload_len: self.payload.len(),
-                ..*repr
-            }),
+            L4::Tcp(repr) => Some(tcp::Repr { payload_len: self.payload.len(), ..*repr }),
             _ => None,
         }
     }
 
     fn geneve_options(&self) -> Vec<u8> {
         let mut options = std::vec![0u8; geneve::AWS_OPTIONS_LEN];
-        geneve::emit_aws_options(
-            &mut options,
-            self.vpc_endpoint_id,
-            self.attachment_id,
-            self.flow_cookie,
-        );
+        geneve::emit_aws_options(&mut options, self.vpc_endpoint_id, self.attachment_id, self.flow_cookie);
         for (class, type_, critical, data) in &self.extra_options {
-            assert!(data.len() % 4 == 0 && data.len() <= 124);
+            assert!(data.len().is_multiple_of(4) && data.len() <= 124);
             options.extend_from_slice(&class.to_be_bytes());
             options.push(type_ | if *critical { 0x80 } else { 0 });
             options.push((data.len() / 4) as u8);
@@ -119,11 +111,7 @@ impl FrameSpec {
                 (ip_protocol::TCP, out)
             }
             L4::Udp { src_port, dst_port } => {
-                let repr = udp::Repr {
-                    src_port: *src_port,
-                    dst_port: *dst_port,
-                    payload_len: self.payload.len(),
-                };
+                let repr = udp::Repr { src_port: *src_port, dst_port: *dst_port, payload_len: self.payload.len() };
                 let mut out = std::vec![0u8; repr.buffer_len()];
                 let mut packet = UdpPacket::new_unchecked(&mut out[..]);
                 repr.emit(&mut packet);
@@ -349,9 +337,7 @@ impl Facts {
     pub fn from_line(line: &str) -> Facts {
         let mut f = Facts::default();
         for token in line.split_whitespace() {
-            let (key, value) = token
-                .split_once('=')
-                .unwrap_or_else(|| panic!("token without '=': {token}"));
+            let (key, value) = token.split_once('=').unwrap_or_else(|| panic!("token without '=': {token}"));
             f.put(key, value);
         }
         f
@@ -575,9 +561,6 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn unhex(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "odd hex length");
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    assert!(text.len().is_multiple_of(2), "odd hex length");
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit")).collect()
 }
