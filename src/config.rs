@@ -414,6 +414,15 @@ ip = "198.18.0.2"
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/flowdog.example.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        let p = c.policy().unwrap();
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rules[1].vpc_endpoint_id, Some(0x0123456789abcdef0));
+    }
+
+    #[test]
     fn errors_name_file_and_field() {
         let e = Config::parse(&MIN.replace("[\"--no-pci\"]", "[]"), "t.toml").unwrap_err().to_string();
         assert!(e.starts_with("t.toml: eal.args:") && e.contains("--no-pci"), "{e}");
