@@ -22,7 +22,10 @@ fn frames(flows: u32, size: usize) -> Vec<Vec<u8>> {
     (0..flows)
         .map(|i| {
             let (src, dst): (IpAddr, IpAddr) = if i % 5 == 4 {
-                (Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, (i >> 16) as u16, i as u16).into(), Ipv6Addr::LOCALHOST.into())
+                (
+                    Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, (i >> 16) as u16, i as u16).into(),
+                    Ipv6Addr::LOCALHOST.into(),
+                )
             } else {
                 (Ipv4Addr::from(0xc612_0000 + i).into(), Ipv4Addr::new(198, 19, 0, 1).into())
             };

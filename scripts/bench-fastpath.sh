@@ -49,6 +49,7 @@ pages=1024
 build=1
 keep=0
 quiet_wait=120
+repeat=1
 
 usage() {
     cat <<EOF
@@ -64,6 +65,7 @@ usage: $PROG [options]
                      (default); off: always --no-huge; reserve: reserve --pages 2 MiB pages for
                      the run (root) and release them on exit
   --pages N          2 MiB pages to reserve with --hugepages reserve (default $pages)
+  --repeat N         run each DUT N times per case, alternating, and report the best (default 1)
   --quiet-wait S     before each run, wait up to S seconds for both CPUs to be idle (default $quiet_wait)
   --no-build         do not run cargo build --release first
   --keep             keep the temp directory (logs, configs, counters) and print its path
@@ -84,6 +86,7 @@ while (($#)); do
         --measure) (($# >= 2)) || die "--measure needs seconds"; measure=$2; shift 2 ;;
         --hugepages) (($# >= 2)) || die "--hugepages needs auto, off or reserve"; huge_mode=$2; shift 2 ;;
         --pages) (($# >= 2)) || die "--pages needs a count"; pages=$2; shift 2 ;;
+        --repeat) (($# >= 2)) || die "--repeat needs a count"; repeat=$2; shift 2 ;;
         --quiet-wait) (($# >= 2)) || die "--quiet-wait needs seconds"; quiet_wait=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
@@ -101,6 +104,7 @@ done
 is_uint "$warmup" || die "--warmup: '$warmup' is not a whole number of seconds"
 is_pos "$measure" || die "--measure: '$measure' is not a positive whole number of seconds"
 is_uint "$quiet_wait" || die "--quiet-wait: '$quiet_wait' is not a whole number of seconds"
+is_pos "$repeat" || die "--repeat: '$repeat' is not a positive integer"
 is_pos "$pages" || die "--pages: '$pages' is not a positive integer"
 case $huge_mode in auto | off | reserve) ;; *) die "--hugepages: '$huge_mode' is not auto, off or reserve" ;; esac
 [[ -z $out || -d $(dirname "$out") ]] || die "--out: directory $(dirname "$out") does not exist"
@@ -170,6 +174,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The line of a DPDK log that says why it failed.
+first_error() {
+    { grep -m1 -E 'Cause:' "$1" || grep -m1 -iE 'error|panic|fail' "$1" || tail -n 1 "$1"; } | sed 's/^[[:space:]]*//'
+}
+
+# " (SIGSEGV)" for an exit status above 128.
+signame() {
+    if (($1 > 128)); then echo " (SIG$(kill -l $(($1 - 128)) 2>/dev/null || echo $(($1 - 128))))"; fi
+}
+
 # Runs "$@" in the background under `timeout LIMIT`, output to LOG; sets BG_PID.
 start_bg() {
     local limit=$1 log=$2
@@ -192,8 +206,9 @@ fi
 max_flows=0
 for f in $flows_list; do ((f > max_flows)) && max_flows=$f; done
 # Memory the generator and the DUT need at once, MiB: the pcap's frames copied into mbufs
-# (2 per flow, ~2.5 KiB each) plus the rings, and the DUT's pools.
-need_mb=$(((2 * max_flows + 16384) * 5 / 2 / 1024 + 512))
+# (2 per flow; a 2176-byte mbuf takes ~2.5 KiB in its pool, count 4) plus the rings, and the
+# DUT's pools.
+need_mb=$(((2 * max_flows + 16384) * 4 / 1024 + 512))
 
 free_huge_mb() {
     local d total=0 n sz
@@ -246,11 +261,11 @@ run_one() {
     local sock=$TMP/memif-$id.sock glog=$TMP/gen-$id.log dlog=$TMP/dut-$id.log
     local counters=$TMP/counters-$id.json cfg=$TMP/flowdog-$id.toml
     local nmbufs=$((2 * flows + 16384))
-    local gen_mb=$((nmbufs * 5 / 2 / 1024 + 256))
+    local gen_mb=$((nmbufs * 4 / 1024 + 256))
     # Wall-clock limits: the generator's and DUT's own, and the budget for a measurement.
     local window=$((warmup + measure + 2))
     local limit=$((window + 90))
-    R_BACK=- R_OFFERED=- R_READ=- R_NOTE="" R_CPU="?/?"
+    R_BACK=- R_OFFERED=- R_READ=- R_NOTE="" R_CPU="?/?" R_EXIT=""
 
     local mem=()
     mapfile -t mem < <(no_huge_args "$gen_mb")
@@ -267,7 +282,7 @@ run_one() {
     local t0=$SECONDS
     until [[ -S $sock ]] && grep -q "Port statistics" "$glog"; do
         if ! kill -0 "$gen_pid" 2>/dev/null; then
-            R_NOTE="generator did not start: $(grep -m1 -E 'Cause:|Error|error' "$glog" || tail -n 1 "$glog")"
+            R_NOTE="generator did not start: $(first_error "$glog")"
             stop_pid "$gen_pid" || true
             return 1
         fi
@@ -336,7 +351,7 @@ EOF
             snap_a="$(python3 "$PARSE" cpu-snap "$gen_child") $(python3 "$PARSE" cpu-snap "$dut_child")"
         fi
         if ! kill -0 "$dut_pid" 2>/dev/null; then
-            R_NOTE="DUT exited during the run: $(grep -m1 -E 'Cause:|Error|error' "$dlog" || tail -n 1 "$dlog")"
+            R_NOTE="DUT exited during the run: $(first_error "$dlog")"
             failed=1
             break
         fi
@@ -365,12 +380,23 @@ EOF
         fi
     done
 
-    # Stop the DUT first (its final counters), then the generator.
-    local dut_rc=0
+    # Freeze the generator, stop the DUT (SIGINT: it prints and writes its final counters), then
+    # kill the generator. DPDK 22.11's memif server can die of SIGSEGV when its peer disconnects
+    # while it forwards (the interrupt thread unmaps the shared regions under the forwarding
+    # lcore); a frozen generator cannot race, and its graceful exit adds nothing: its numbers are
+    # in its log already. What SIGKILL leaves behind (runtime dir, hugepage files) is removed.
+    local dut_rc=0 gen_rc=0
+    [[ -n $gen_child ]] && kill -STOP "$gen_child" 2>/dev/null
     stop_pid "$dut_pid" || dut_rc=$?
-    stop_pid "$gen_pid" || true
+    [[ -n $gen_child ]] && kill -KILL "$gen_child" 2>/dev/null
+    stop_pid "$gen_pid" || gen_rc=$?
+    # The DUT exits 0 on SIGINT (124: `timeout` stopped it; above 128: a signal killed it); the
+    # generator, killed, 137.
+    if ((dut_rc != 0)); then R_EXIT+="DUT exit status $dut_rc$(signame "$dut_rc"); "; fi
+    if ((gen_rc != 0 && gen_rc != 137)); then R_EXIT+="generator exit status $gen_rc$(signame "$gen_rc"); "; fi
     rm -f "$sock"
-    rm -rf "$RUNTIME/$PFX-gen-$id" "$RUNTIME/$PFX-dut-$id"
+    rm -rf "${RUNTIME:?}/$PFX-gen-$id" "${RUNTIME:?}/$PFX-dut-$id"
+    if [[ -n $HUGE_DIR ]]; then rm -f "$HUGE_DIR/$PFX-gen-$id"map_* "$HUGE_DIR/$PFX-dut-$id"map_*; fi
     ((failed)) && return 1
 
     local k v
@@ -431,34 +457,62 @@ read -r load_start _ </proc/loadavg
 note "memory: $memory; generator CPU $GEN_CPU, DUT CPU $DUT_CPU; warm-up $warmup s, measurement $measure s"
 note "load average before: $load_start (other busy processes on these 2 CPUs distort the numbers)"
 
+# One run and its report line. Sets R_* (see run_one) and R_FLAG ("" or markers for the table).
+run_and_report() {
+    local dut=$1 pcap=$2 flows=$3 size=$4 rep=$5 cpu_note="" tag
+    R_MIN=0 R_MAX=0 R_FLAG=""
+    tag=$(printf '%6s flows, %4s B, %-7s' "$flows" "$size" "$dut")
+    ((repeat > 1)) && tag+=" #$rep"
+    wait_quiet
+    if ! run_one "$dut" "$pcap" "$flows" "$size"; then
+        # One more try: a memif connection can fail to come up for reasons that do not last.
+        note "$tag: failed, trying once more: $R_NOTE${R_EXIT:+; $R_EXIT}"
+        remove_dpdk_leftovers
+        sleep 2
+        if ! run_one "$dut" "$pcap" "$flows" "$size"; then
+            failures=$((failures + 1))
+            R_FLAG="failed"
+            note "$tag: FAILED: $R_NOTE${R_EXIT:+; $R_EXIT}"
+            return 1
+        fi
+    fi
+    if ! awk -v s="$R_CPU" 'BEGIN { split(s, v, "/"); exit !(v[1] >= 0.9 && v[2] >= 0.9) }'; then
+        cpu_note=" CONTENDED"
+        R_FLAG+="c"
+    fi
+    [[ $R_NOTE == *SUSPECT* || $R_NOTE == *UNREADABLE* ]] && R_FLAG+="s"
+    if [[ -n $R_EXIT && $R_EXIT != *"status 0"* ]]; then
+        R_FLAG+="x"
+        failures=$((failures + 1))
+    fi
+    note "$(printf '%s: back %6.2f Mpps (per second %.2f..%.2f), offered %6.2f, pcap read %6.2f; CPU share gen/DUT %s%s; before: %s; %s%s' \
+        "$tag" "$(bc_mpps "$R_BACK")" "$(bc_mpps "$R_MIN")" "$(bc_mpps "$R_MAX")" \
+        "$(bc_mpps "$R_OFFERED")" "$(bc_mpps "$R_READ")" "$R_CPU" "$cpu_note" "$QUIET" "$R_NOTE" \
+        "${R_EXIT:+; $R_EXIT}")"
+}
+
 for size in $sizes; do
     for flows in $flows_list; do
         pcap=$TMP/gen-$size-$flows.pcap
         "$FLOWDOG" gen pcap --flows "$flows" --size "$size" --ipv6-share 0.2 --out "$pcap" >/dev/null ||
             die "flowdog gen pcap failed"
         frame=$(python3 "$PARSE" frame-len "$pcap")
-        row=("$flows" "$size" "$frame")
-        for dut in testpmd flowdog; do
-            R_MIN=0 R_MAX=0
-            wait_quiet
-            if run_one "$dut" "$pcap" "$flows" "$size"; then
-                cpu_note=""
-                if ! awk -v s="$R_CPU" 'BEGIN { split(s, v, "/"); exit !(v[1] >= 0.9 && v[2] >= 0.9) }'; then
-                    cpu_note=" CONTENDED"
-                    contended=$((contended + 1))
+        # Per DUT, the best of --repeat runs (interference only ever slows a run down).
+        declare -A best_back=([testpmd]=- [flowdog]=-) best_off=([testpmd]=- [flowdog]=-) \
+            best_flag=([testpmd]=failed [flowdog]=failed)
+        for ((rep = 1; rep <= repeat; rep++)); do
+            for dut in testpmd flowdog; do
+                run_and_report "$dut" "$pcap" "$flows" "$size" "$rep" || continue
+                if [[ ${best_back[$dut]} == - ]] || ((R_BACK > best_back[$dut])); then
+                    best_back[$dut]=$R_BACK best_off[$dut]=$R_OFFERED best_flag[$dut]=$R_FLAG
                 fi
-                note "$(printf '%6s flows, %4s B: %-7s back %6.2f Mpps (%.2f..%.2f), offered %6.2f, pcap read %6.2f; CPU gen/DUT %s%s; before: %s; %s' \
-                    "$flows" "$size" "$dut" \
-                    "$(bc_mpps "$R_BACK")" "$(bc_mpps "$R_MIN")" "$(bc_mpps "$R_MAX")" \
-                    "$(bc_mpps "$R_OFFERED")" "$(bc_mpps "$R_READ")" "$R_CPU" "$cpu_note" "$QUIET" "$R_NOTE")"
-            else
-                failures=$((failures + 1))
-                note "$(printf '%6s flows, %4s B: %-7s FAILED: %s' "$flows" "$size" "$dut" "$R_NOTE")"
-            fi
-            row+=("$R_BACK" "$R_OFFERED")
+            done
         done
         rm -f "$pcap"
-        (IFS=$'\t'; echo "${row[*]}") >>"$results"
+        for dut in testpmd flowdog; do [[ ${best_flag[$dut]} == *c* ]] && contended=$((contended + 1)); done
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$flows" "$size" "$frame" \
+            "${best_back[testpmd]}" "${best_off[testpmd]}" "${best_back[flowdog]}" "${best_off[flowdog]}" \
+            "${best_flag[testpmd]}" "${best_flag[flowdog]}" >>"$results"
     done
 done
 
@@ -466,7 +520,7 @@ read -r load_end _ </proc/loadavg
 elapsed=$((SECONDS - t_start))
 {
     echo "flowdog fast path vs testpmd macswap over net_memif ($(date -u +%F), $(nproc) CPUs, $memory;"
-    echo "${measure} s averages after ${warmup} s warm-up; generator testpmd io on CPU $GEN_CPU, DUT on CPU $DUT_CPU;"
+    echo "${measure} s averages after ${warmup} s warm-up, best of $repeat; generator testpmd io on CPU $GEN_CPU, DUT on CPU $DUT_CPU;"
     echo "20 % of flows IPv6 inner; load average $load_start before, $load_end after; took ${elapsed} s)"
     echo
     python3 "$PARSE" table "$results"
@@ -475,7 +529,7 @@ cat "$TMP/table.md"
 [[ -z $out ]] || cp "$TMP/table.md" "$out"
 
 if ((contended)); then
-    note "$contended run(s) CONTENDED: a busy-polling thread got less than 90 % of its CPU (other processes ran there)"
+    note "$contended result(s) CONTENDED (c): a busy-polling thread got less than 90 % of its CPU (other processes ran there)"
 fi
 if ((failures)); then
     note "$failures run(s) failed"

@@ -170,6 +170,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             p.ipackets, p.opackets, p.imissed, p.ierrors, p.oerrors, p.rx_nombuf
         );
     }
+    // ENA's ENI limiters (bw/pps/conntrack/linklocal `*_allowance_exceeded`) tell a PPS-allowance
+    // limit from a CPU limit; show any the PMD reports.
+    for (name, v) in xstats.iter().filter(|(n, _)| n.contains("allowance")) {
+        println!("  xstat {name:<26} {v}");
+    }
     if let Some(path) = &opts.counters_out {
         let obj = |c: &Counters| serde_json::Value::Object(c.named().into_iter().map(|(k, v)| (k, v.into())).collect());
         let doc = serde_json::json!({

@@ -46,7 +46,9 @@ impl FlowKey {
     /// The key of the flow `s` belongs to, and the direction of `s` within it.
     #[inline(always)]
     pub fn from_summary(s: &Summary) -> (FlowKey, Direction) {
-        let fwd = (s.src, s.src_port) <= (s.dst, s.dst_port);
+        // Any total order of the endpoints works; comparing as integers is a few instructions,
+        // where comparing the byte arrays lexicographically was a fifth of the fast path's time.
+        let fwd = (u128::from_ne_bytes(s.src), s.src_port) <= (u128::from_ne_bytes(s.dst), s.dst_port);
         let (lo, hi, lo_port, hi_port, dir) = if fwd {
             (s.src, s.dst, s.src_port, s.dst_port, Direction::LoToHi)
         } else {
@@ -209,9 +211,9 @@ impl FlowTable {
 
     #[inline(always)]
     fn find_in(&self, b: usize, tag: u16, key: &FlowKey) -> Option<usize> {
-        let tags = &self.tags[b];
-        for (w, t) in tags.iter().enumerate() {
-            if *t == tag && self.entries[b * WAYS + w].key == *key {
+        let entries = &self.entries[b * WAYS..b * WAYS + WAYS];
+        for (w, (t, e)) in self.tags[b].iter().zip(entries).enumerate() {
+            if *t == tag && e.key == *key {
                 return Some(b * WAYS + w);
             }
         }

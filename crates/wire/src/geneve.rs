@@ -270,7 +270,29 @@ impl AwsOptions {
     /// Each of the three must be present exactly once with its data length (8, 8 and 4 bytes),
     /// like gwlbtun requires, and the TLVs must be well formed; anything else is
     /// [`Error::Malformed`]. Options of other classes or types are counted in `unknown`.
+    #[inline]
     pub fn parse(options: &[u8]) -> Result<AwsOptions> {
+        // The layout GWLB sends (gwlb-facts.md §2): types 1, 2, 3 in order, nothing else. Checked
+        // with three 4-byte compares instead of the walk; it means exactly what the walk would.
+        if let Some(o) = options.get(..AWS_OPTIONS_LEN).filter(|_| options.len() == AWS_OPTIONS_LEN) {
+            let c = AWS_OPTION_CLASS.to_be_bytes();
+            if o[0..4] == [c[0], c[1], aws_type::VPC_ENDPOINT_ID, 2]
+                && o[12..16] == [c[0], c[1], aws_type::ATTACHMENT_ID, 2]
+                && o[24..28] == [c[0], c[1], aws_type::FLOW_COOKIE, 1]
+            {
+                return Ok(AwsOptions {
+                    vpc_endpoint_id: be64(&o[4..12]),
+                    attachment_id: be64(&o[16..24]),
+                    flow_cookie: be32(&o[28..32]),
+                    unknown: 0,
+                });
+            }
+        }
+        Self::parse_walk(options)
+    }
+
+    /// The general case of [`AwsOptions::parse`]: any order, other options mixed in.
+    fn parse_walk(options: &[u8]) -> Result<AwsOptions> {
         let mut vpc_endpoint_id = None;
         let mut attachment_id = None;
         let mut flow_cookie = None;
