@@ -120,14 +120,16 @@ done
 PFX=fdbench-$$                  # every DPDK --file-prefix starts with this
 if ((EUID == 0)); then RUNTIME=/var/run/dpdk; else RUNTIME=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fdbench.XXXXXX")
-PIDS=()                         # `timeout` wrappers of the DPDK processes still running
+PIDS=()                         # `timeout` processes of the DPDK processes still running
 reserved=0                      # 1 once reserve.sh ran: release.sh must run
 HUGE_MNT=$TMP/hugepages         # our own hugetlbfs mount (reserve mode)
 HUGE_DIR=""                     # the hugetlbfs mount DPDK uses, if any
 export FLOWDOG_HP_STATE=$TMP/hugepages.state   # reserve.sh's undo record: ours, not the system's
 
-# Stops a process started by start_bg (a `timeout` wrapper, which passes the signal on and
-# sends SIGKILL 10 s later if the process is still there) and reaps it. Returns its status.
+# Stops a process started by start_bg: SIGINT to its `timeout` wrapper, which passes it on (and
+# sends SIGKILL 10 s later if the process is still there); SIGKILL after 15 s. Returns the exit
+# status of the `timeout` wrapper: the process's own, 124 if its time ran out, 128 + N if signal
+# N killed it.
 stop_pid() {
     local pid=$1 i rc=0
     if kill -0 "$pid" 2>/dev/null; then
@@ -136,9 +138,13 @@ stop_pid() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        if kill -0 "$pid" 2>/dev/null; then
+            pkill -KILL -P "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
     fi
-    wait "$pid" 2>/dev/null || rc=$?
+    wait "${BG_WRAP[$pid]}" 2>/dev/null || true
+    rc=$(cat "${BG_LOG[$pid]}.rc" 2>/dev/null || echo 255)
     local keep_pids=() p
     for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep_pids+=("$p"); done
     PIDS=("${keep_pids[@]}")
@@ -185,11 +191,28 @@ signame() {
 }
 
 # Runs "$@" in the background under `timeout LIMIT`, output to LOG; sets BG_PID.
+# A wrapper subshell waits for it and writes its exit status to LOG.rc (so that bash reports no
+# "Killed" or "Segmentation fault" on the terminal: run_one reports them).
+declare -A BG_WRAP=() BG_LOG=()
 start_bg() {
-    local limit=$1 log=$2
+    local limit=$1 log=$2 i
     shift 2
-    timeout -s INT -k 10 "$limit" "$@" >"$log" 2>&1 </dev/null &
-    BG_PID=$!
+    rm -f "$log.pid" "$log.rc"
+    (
+        timeout -s INT -k 10 "$limit" "$@" >"$log" 2>&1 </dev/null &
+        echo $! >"$log.pid"
+        rc=0
+        wait $! || rc=$?
+        echo "$rc" >"$log.rc"
+    ) 2>/dev/null &
+    local wrap=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $log.pid ]] && break
+        sleep 0.02
+    done
+    BG_PID=$(cat "$log.pid")
+    BG_WRAP[$BG_PID]=$wrap
+    BG_LOG[$BG_PID]=$log
     PIDS+=("$BG_PID")
 }
 

@@ -258,14 +258,12 @@ impl Config {
             parse_mac(m).map_err(|e| anyhow!("appliance.mac: {e}"))?;
         }
         self.policy()?;
-        if !self.production {
-            if !self.eal.args.iter().any(|a| a == "--no-pci") {
-                bail!(
-                    "eal.args: \"--no-pci\" is missing. Outside production flowdog never probes PCI devices \
-                     (the host's own NIC must not be taken); add \"--no-pci\", or set production = true on an \
-                     appliance host"
-                );
-            }
+        if !self.production && !self.eal.args.iter().any(|a| a == "--no-pci") {
+            bail!(
+                "eal.args: \"--no-pci\" is missing. Outside production flowdog never probes PCI devices \
+                 (the host's own NIC must not be taken); add \"--no-pci\", or set production = true on an \
+                 appliance host"
+            );
         }
         for a in &self.eal.args {
             if a.starts_with("--lcores") || a == "-l" || a.starts_with("--main-lcore") || a == "-c" {

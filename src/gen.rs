@@ -109,7 +109,7 @@ pub fn write_pcap(spec: &GenSpec, out: &Path) -> Result<u64> {
     }
     let file = std::fs::File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut rng = Rng(spec.seed ^ 0x666c_6f77_646f_67);
+    let mut rng = Rng(spec.seed ^ 0x0066_6c6f_7764_6f67);
     let flows: Vec<Flow> = (0..spec.flows).map(|i| make_flow(i, spec, &mut rng)).collect();
     // pcap global header: magic, version 2.4, thiszone, sigfigs, snaplen, LINKTYPE_ETHERNET.
     w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;

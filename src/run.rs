@@ -81,7 +81,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for (from, out) in outbound.iter_mut().enumerate() {
         for (to, slot) in out.iter_mut().enumerate() {
             if from != to {
-                let (p, c) = Ring::new(&format!("fd_steer_{from}_{to}"), 4096, socket)?;
+                let (p, c) = Ring::create(&format!("fd_steer_{from}_{to}"), 4096, socket)?;
                 *slot = Some(p);
                 inbound[to].push(c);
             }

@@ -1,15 +1,17 @@
 //! The worker: one per pinned lcore, run to completion, no locks, no syscalls, no allocation.
 //!
 //! ```text
-//!   rx_burst(32) ──▶ for each mbuf: FastPath::handle ──▶ Transmit ──▶ TxBuffer (flush at 32 or timer)
-//!        ▲                                        ├──▶ Steer(w) ─▶ ring to worker w (flush per loop)
-//!   rings from other workers ──▶ handle(steered)  └──▶ Drop (counted by cause)
+//!   rx_burst(32) ──▶ pass 1, each mbuf: FastPath::headers ─▶ done: answered / steered / dropped
+//!                                                          └▶ flow: prefetch its two bucket tag lines
+//!                    pass 2, each flow packet: prefetch the entry line its tag points at
+//!                    pass 3, each flow packet: FastPath::flow_stage ──▶ Transmit ──▶ TxBuffer
+//!   rings from other workers ──▶ the same, steered           (flush at 32 or by the TSC timer)
 //!   every ~10 µs: sweep a few flow-table buckets; every ~10 ms: publish counters
 //! ```
 
 use flowdog_core::counters::{CounterSlot, DropCause};
-use flowdog_core::{FastPath, Verdict};
-use flowdog_dpdk::eal::rdtsc;
+use flowdog_core::{FastPath, Pending, Stage, Verdict};
+use flowdog_dpdk::eal::{prefetch, rdtsc};
 use flowdog_dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub struct Worker {
     slot: Arc<CounterSlot>,
     stop: Arc<AtomicBool>,
     burst: Burst<BURST>,
+    /// The burst's mbufs between the passes, and what the header pass learned of each.
+    held: [Option<Mbuf>; BURST],
+    pending: [Option<Pending>; BURST],
     flush_ticks: u64,
     tick_ticks: u64,
     publish_ticks: u64,
@@ -74,6 +79,8 @@ impl Worker {
             slot,
             stop,
             burst: Burst::new(),
+            held: [const { None }; BURST],
+            pending: [None; BURST],
             flush_ticks: timers.flush,
             tick_ticks: timers.tick,
             publish_ticks: timers.publish,
@@ -97,22 +104,13 @@ impl Worker {
     #[inline]
     pub fn poll_once(&mut self, now: u64) -> usize {
         let n = self.rxq.rx_burst(&mut self.burst);
-        for _ in 0..n {
-            self.burst.prefetch(3);
-            // The loop runs exactly n times over a burst of n mbufs.
-            let m = self.burst.next().expect("burst holds n mbufs");
-            self.fast.counters.rx_packets += 1;
-            self.fast.counters.rx_bytes += m.pkt_len() as u64;
-            self.handle(m, now, false);
-        }
+        self.fast.counters.rx_packets += n as u64;
+        self.burst_passes(now, false);
         let mut handled = n;
         for r in 0..self.inbound.len() {
             let k = self.inbound[r].dequeue_burst(&mut self.burst);
-            for _ in 0..k {
-                let m = self.burst.next().expect("burst holds k mbufs");
-                self.fast.counters.steered_in += 1;
-                self.handle(m, now, true);
-            }
+            self.fast.counters.steered_in += k as u64;
+            self.burst_passes(now, true);
             handled += k;
         }
         for p in self.outbound.iter_mut().flatten() {
@@ -133,13 +131,48 @@ impl Worker {
         handled
     }
 
+    /// Runs the burst in `self.burst` through the three passes.
     #[inline(always)]
-    fn handle(&mut self, mut m: Mbuf, now: u64, steered: bool) {
-        if m.segments() != 1 {
-            self.fast.counters.drop(DropCause::MultiSegment);
-            return;
+    fn burst_passes(&mut self, now: u64, steered: bool) {
+        let n = self.burst.len();
+        for i in 0..n {
+            self.burst.prefetch(3);
+            // The loop runs exactly n times over a burst of n mbufs.
+            let mut m = self.burst.next().expect("burst holds n mbufs");
+            if !steered {
+                self.fast.counters.rx_bytes += m.pkt_len() as u64;
+            }
+            if m.segments() != 1 {
+                self.fast.counters.drop(DropCause::MultiSegment);
+                continue;
+            }
+            match self.fast.headers(m.data_mut(), steered) {
+                Stage::Done(v) => self.apply(m, v),
+                Stage::Flow(p) => {
+                    for a in self.fast.prefetch_addrs(&p) {
+                        prefetch(a);
+                    }
+                    self.pending[i] = Some(p);
+                    self.held[i] = Some(m);
+                }
+            }
         }
-        match self.fast.handle(m.data_mut(), now, steered) {
+        for p in self.pending[..n].iter().flatten() {
+            if let Some(a) = self.fast.prefetch_entry(p) {
+                prefetch(a);
+            }
+        }
+        for i in 0..n {
+            if let (Some(mut m), Some(p)) = (self.held[i].take(), self.pending[i].take()) {
+                let v = self.fast.flow_stage(m.data_mut(), &p, now);
+                self.apply(m, v);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&mut self, mut m: Mbuf, v: Verdict) {
+        match v {
             Verdict::Transmit => self.tx.push(m),
             Verdict::TransmitLen(len) => {
                 if m.set_len(len) {
@@ -151,7 +184,7 @@ impl Worker {
                 // The fast path only steers to workers that exist; be safe anyway.
                 None => self.fast.counters.drop(DropCause::RingFull),
             },
-            Verdict::Drop => {}
+            Verdict::Drop => drop(m),
         }
     }
 

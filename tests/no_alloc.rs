@@ -103,8 +103,8 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
     for p in &ports {
         p.configure_and_start(&conf, &[pool]).unwrap();
     }
-    let (p01, c01) = Ring::new("na_0_1", 1024, 0).unwrap();
-    let (p10, c10) = Ring::new("na_1_0", 1024, 0).unwrap();
+    let (p01, c01) = Ring::create("na_0_1", 1024, 0).unwrap();
+    let (p10, c10) = Ring::create("na_1_0", 1024, 0).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let table = FlowTableConfig { capacity: 4096, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1000 };
     let timers = Timers { flush: 1 << 40, tick: 1, publish: 1 << 40 };

@@ -40,6 +40,31 @@ pub enum Verdict {
     Drop,
 }
 
+/// What the header stage learned about a GWLB frame whose flow must be looked up: everything
+/// the flow stage needs, so it does not parse again.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub key: FlowKey,
+    pub dir: Direction,
+    pub hash: u64,
+    summary: Summary,
+    aws: AwsOptions,
+    geneve_off: u16,
+    geneve_len: u16,
+    gwlb_ip: [u8; 4],
+    gwlb_mac: [u8; 6],
+    udp_src_port: u16,
+}
+
+/// The outcome of [`FastPath::headers`].
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// Decided without the flow table: answered (ARP, ICMP), steered or dropped (counted).
+    Done(Verdict),
+    /// A GWLB frame of a flow this worker owns: [`FastPath::flow_stage`] finishes it.
+    Flow(Pending),
+}
+
 /// The appliance's identity and the worker's place among its peers.
 #[derive(Debug, Clone, Copy)]
 pub struct FastPathConfig {
@@ -92,15 +117,55 @@ impl FastPath {
 
     /// Handles one frame received at time `now`. `steered` is true for frames another worker
     /// handed over (their owner was already computed).
+    ///
+    /// This is [`FastPath::headers`] followed, for GWLB frames of our flows, by
+    /// [`FastPath::flow_stage`]. The worker calls the two stages itself over a whole burst, so
+    /// that it can prefetch the flow-table lines of every packet between them.
     #[inline]
     pub fn handle(&mut self, frame: &mut [u8], now: u64, steered: bool) -> Verdict {
-        match self.classify(frame, now, steered) {
+        match self.headers(frame, steered) {
+            Stage::Done(v) => v,
+            Stage::Flow(p) => self.flow_stage(frame, &p, now),
+        }
+    }
+
+    /// The header stage: every check that needs no flow state, ARP and ICMP answers, and the
+    /// steering decision. Drops are counted here.
+    #[inline]
+    pub fn headers(&mut self, frame: &mut [u8], steered: bool) -> Stage {
+        match self.classify(frame, steered) {
+            Ok(s) => s,
+            Err(cause) => {
+                self.counters.drop(cause);
+                Stage::Done(Verdict::Drop)
+            }
+        }
+    }
+
+    /// The flow stage: flow-table lookup (or insert), TCP tracking, the stored Geneve header,
+    /// and the flow's action on the frame.
+    #[inline]
+    pub fn flow_stage(&mut self, frame: &mut [u8], p: &Pending, now: u64) -> Verdict {
+        match self.act(frame, p, now) {
             Ok(v) => v,
             Err(cause) => {
                 self.counters.drop(cause);
                 Verdict::Drop
             }
         }
+    }
+
+    /// Addresses worth prefetching before the flow stage of `p`: the tag lines of its two
+    /// candidate buckets, and the entry its tag points at once those are in cache.
+    #[inline(always)]
+    pub fn prefetch_addrs(&self, p: &Pending) -> [*const u8; 2] {
+        self.table.tag_lines(p.hash)
+    }
+
+    /// The entry line the flow of `p` most likely sits in (call after the tag lines arrived).
+    #[inline(always)]
+    pub fn prefetch_entry(&self, p: &Pending) -> Option<*const u8> {
+        self.table.candidate_entry(p.hash)
     }
 
     /// Housekeeping between bursts: expire idle flows in a few buckets.
@@ -112,7 +177,7 @@ impl FastPath {
     }
 
     #[inline(always)]
-    fn classify(&mut self, f: &mut [u8], now: u64, steered: bool) -> Result<Verdict, DropCause> {
+    fn classify(&mut self, f: &mut [u8], steered: bool) -> Result<Stage, DropCause> {
         let eth = EthernetFrame::new_checked(&*f).map_err(|_| DropCause::EthTruncated)?;
         let dst_mac = eth.dst_addr();
         if dst_mac.0 != self.cfg.mac && !dst_mac.is_broadcast() && !dst_mac.is_multicast() {
@@ -120,7 +185,7 @@ impl FastPath {
         }
         match eth.ethertype() {
             EtherType::IPV4 => {}
-            EtherType::ARP => return self.arp(f),
+            EtherType::ARP => return self.arp(f).map(Stage::Done),
             EtherType::IPV6 => return Err(DropCause::OuterIpv6),
             _ => return Err(DropCause::EthUnsupported),
         }
@@ -140,7 +205,7 @@ impl FastPath {
         let ihl = ip.header_len();
         match ip.protocol() {
             ip_protocol::UDP => {}
-            ip_protocol::ICMP => return self.icmp_echo(f, ihl),
+            ip_protocol::ICMP => return self.icmp_echo(f, ihl).map(Stage::Done),
             ip_protocol::TCP => return Err(DropCause::LocalTcp),
             _ => return Err(DropCause::LocalProtocol),
         }
@@ -168,16 +233,29 @@ impl FastPath {
             let o = owner(hash, self.cfg.workers);
             if o != self.cfg.worker {
                 self.counters.steered_out += 1;
-                return Ok(Verdict::Steer(o));
+                return Ok(Stage::Done(Verdict::Steer(o)));
             }
         }
-        let geneve_len = gen.header_len();
-        let geneve_off = ETH_LEN + ihl + UDP_LEN;
-        let gwlb_ip = ip.src_addr().octets();
-        let gwlb_mac = eth.src_addr().0;
-        let udp_src_port = udp.src_port();
+        Ok(Stage::Flow(Pending {
+            key,
+            dir,
+            hash,
+            summary: s,
+            aws,
+            geneve_off: (ETH_LEN + ihl + UDP_LEN) as u16,
+            geneve_len: gen.header_len() as u16,
+            gwlb_ip: ip.src_addr().octets(),
+            gwlb_mac: eth.src_addr().0,
+            udp_src_port: udp.src_port(),
+        }))
+    }
 
-        let i = self.flow(&key, hash, dir, &s, aws.vpc_endpoint_id, now);
+    #[inline(always)]
+    fn act(&mut self, f: &mut [u8], p: &Pending, now: u64) -> Result<Verdict, DropCause> {
+        let (s, aws, dir) = (&p.summary, &p.aws, p.dir);
+        let (geneve_off, geneve_len) = (p.geneve_off as usize, p.geneve_len as usize);
+        let (gwlb_ip, gwlb_mac, udp_src_port) = (p.gwlb_ip, p.gwlb_mac, p.udp_src_port);
+        let i = self.flow(&p.key, p.hash, dir, s, aws.vpc_endpoint_id, now);
         let m = &mut self.table.meta_mut(i).dir[dir as usize];
         if !m.seen || m.flow_cookie != aws.flow_cookie || m.udp_src_port != udp_src_port || m.gwlb_ip != gwlb_ip {
             if m.seen && m.flow_cookie != aws.flow_cookie {
@@ -216,7 +294,7 @@ impl FastPath {
                     && s.tcp_flags & tcp_flags::RST == 0
                     && s.fragment != Fragment::Later
                 {
-                    if let Some(len) = self.build_rst(f, geneve_off + geneve_len, &s) {
+                    if let Some(len) = self.build_rst(f, geneve_off + geneve_len, s) {
                         self.counters.rst_sent += 1;
                         return Ok(Verdict::TransmitLen(len));
                     }
@@ -492,7 +570,8 @@ mod tests {
     fn drops_count_by_cause() {
         let mut p = fp(1, 0, Policy::default());
         let (b0, n) = frame(1, 2, tcp_flags::ACK, 1);
-        let cases: [(&str, fn(&mut [u8]), DropCause); 6] = [
+        type Damage = fn(&mut [u8]);
+        let cases: [(&str, Damage, DropCause); 6] = [
             ("fragment", |b| b[20] |= 0x20, DropCause::Ipv4Fragment),
             ("ttl 0", |b| b[22] = 0, DropCause::TtlExpired),
             ("not for us", |b| b[33] = 99, DropCause::Ipv4NotForUs),
@@ -523,7 +602,8 @@ mod tests {
             let mut a = fp(2, 0, Policy::default());
             let mut b = fp(2, 1, Policy::default());
             let (mut f, n) = frame(sport, 80, tcp_flags::SYN, 1);
-            let (va, vb) = (a.handle(&mut f.clone()[..n], 0, false), b.handle(&mut f[..n], 0, false));
+            let mut g = f;
+            let (va, vb) = (a.handle(&mut g[..n], 0, false), b.handle(&mut f[..n], 0, false));
             let owner = match (va, vb) {
                 (Verdict::Transmit, Verdict::Steer(0)) => 0,
                 (Verdict::Steer(1), Verdict::Transmit) => 1,

@@ -321,6 +321,22 @@ impl FlowTable {
         &mut self.meta[i]
     }
 
+    /// The tag lines of the two buckets a flow with `hash` may sit in, for prefetching.
+    #[inline(always)]
+    pub fn tag_lines(&self, hash: u64) -> [*const u8; 2] {
+        let (b1, b2, _) = self.buckets(hash);
+        [self.tags[b1].as_ptr() as *const u8, self.tags[b2].as_ptr() as *const u8]
+    }
+
+    /// The entry whose tag matches `hash` (first in the first bucket), for prefetching. A tag
+    /// match is not a key match; a wrong guess only wastes one prefetch.
+    #[inline(always)]
+    pub fn candidate_entry(&self, hash: u64) -> Option<*const u8> {
+        let (b1, b2, tag) = self.buckets(hash);
+        let way = |b: usize| self.tags[b].iter().position(|t| *t == tag).map(|w| b * WAYS + w);
+        way(b1).or_else(|| way(b2)).map(|i| &self.entries[i] as *const Entry as *const u8)
+    }
+
     /// Looks a flow up without creating or touching it.
     pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&Entry> {
         let (b1, b2, tag) = self.buckets(hash);

@@ -173,3 +173,12 @@ fn check_mbuf_layout() -> Result<()> {
     }
     Ok(())
 }
+
+/// Asks the CPU to bring the cache line at `p` into L1. Never faults, whatever `p` is, and
+/// never blocks: the worker uses it to overlap the flow-table misses of a whole burst.
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    // SAFETY: PREFETCHT0 is a hint; it does not dereference `p` architecturally and cannot fault.
+    // SSE is part of the x86_64 baseline.
+    unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8) }
+}

@@ -39,12 +39,12 @@ impl Drop for Inner {
     }
 }
 
-/// A ring of mbufs; split it into its two ends with [`Ring::new`].
+/// A ring of mbufs; split into its two ends by [`Ring::create`].
 pub struct Ring;
 
 impl Ring {
     /// Creates a ring with room for `size - 1` mbufs (`size` a power of two).
-    pub fn new(name: &str, size: u32, socket: i32) -> Result<(RingProducer, RingConsumer)> {
+    pub fn create(name: &str, size: u32, socket: i32) -> Result<(RingProducer, RingConsumer)> {
         let cname = CString::new(name).map_err(|_| Error::new("rte_ring_create", name, libc::EINVAL))?;
         let flags = sys::RING_F_SP_ENQ | sys::RING_F_SC_DEQ;
         // SAFETY: cname is a valid C string; the EAL is initialised.
