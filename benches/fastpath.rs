@@ -8,54 +8,18 @@
 //! Run: `cargo bench --bench fastpath`. Figures are in BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flowdog_core::build::{GwlbFrame, Inner};
+use flowdog_core::build::looped_frames;
 use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig, Policy, Verdict};
 use flowdog_wire::geneve::AwsOptions;
 use flowdog_wire::{inner, EthernetFrame, GenevePacket, Ipv4Packet, UdpPacket};
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
 fn frames(flows: u32, size: usize) -> Vec<Vec<u8>> {
-    (0..flows)
-        .map(|i| {
-            let (src, dst): (IpAddr, IpAddr) = if i % 5 == 4 {
-                (
-                    Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, (i >> 16) as u16, i as u16).into(),
-                    Ipv6Addr::LOCALHOST.into(),
-                )
-            } else {
-                (Ipv4Addr::from(0xc612_0000 + i).into(), Ipv4Addr::new(198, 19, 0, 1).into())
-            };
-            let f = GwlbFrame {
-                gwlb_mac: MAC,
-                appliance_mac: MAC,
-                gwlb_ip: ADDR,
-                appliance_ip: ADDR,
-                outer_src_port: 1024 + (i % 60000) as u16,
-                outer_ttl: 64,
-                vpc_endpoint_id: 1,
-                attachment_id: 0,
-                flow_cookie: i,
-                inner: Inner {
-                    src,
-                    dst,
-                    protocol: if i % 2 == 0 { 6 } else { 17 },
-                    src_port: 1024 + (i % 50000) as u16,
-                    dst_port: 443,
-                    tcp_flags: 0x10,
-                    seq: 1,
-                    ack: 1,
-                    size,
-                },
-            };
-            let mut b = vec![0u8; f.len()];
-            f.emit(&mut b);
-            b
-        })
-        .collect()
+    looped_frames(flows, size, ADDR, MAC)
 }
 
 fn bench(c: &mut Criterion) {
