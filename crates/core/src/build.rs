@@ -193,6 +193,48 @@ fn fill_payload(p: &mut [u8]) {
     }
 }
 
+/// Frames of `flows` flows (80% IPv4, 20% IPv6; TCP and UDP alternating; inner packets of
+/// `size` bytes) for benches and profiling. The GWLB and the appliance share one MAC and one IP
+/// (`ip`, `mac`), so a frame the fast path turns around is valid input again and a bench can
+/// loop over the same buffers without copying them.
+pub fn looped_frames(flows: u32, size: usize, ip: Ipv4Addr, mac: [u8; 6]) -> Vec<Vec<u8>> {
+    (0..flows)
+        .map(|i| {
+            let (src, dst): (IpAddr, IpAddr) = if i % 5 == 4 {
+                let s = core::net::Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, (i >> 16) as u16, i as u16);
+                (s.into(), core::net::Ipv6Addr::LOCALHOST.into())
+            } else {
+                (Ipv4Addr::from(0xc612_0000 + i).into(), Ipv4Addr::new(198, 19, 0, 1).into())
+            };
+            let f = GwlbFrame {
+                gwlb_mac: mac,
+                appliance_mac: mac,
+                gwlb_ip: ip,
+                appliance_ip: ip,
+                outer_src_port: 1024 + (i % 60000) as u16,
+                outer_ttl: 64,
+                vpc_endpoint_id: 1,
+                attachment_id: 0,
+                flow_cookie: i,
+                inner: Inner {
+                    src,
+                    dst,
+                    protocol: if i % 2 == 0 { ip_protocol::TCP } else { ip_protocol::UDP },
+                    src_port: 1024 + (i % 50000) as u16,
+                    dst_port: 443,
+                    tcp_flags: 0x10,
+                    seq: 1,
+                    ack: 1,
+                    size,
+                },
+            };
+            let mut b = vec![0u8; f.len()];
+            f.emit(&mut b);
+            b
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,46 +288,4 @@ mod tests {
             assert_eq!(s.total_len, 200);
         }
     }
-}
-
-/// Frames of `flows` flows (80% IPv4, 20% IPv6; TCP and UDP alternating; inner packets of
-/// `size` bytes) for benches and profiling. The GWLB and the appliance share one MAC and one IP
-/// (`ip`, `mac`), so a frame the fast path turns around is valid input again and a bench can
-/// loop over the same buffers without copying them.
-pub fn looped_frames(flows: u32, size: usize, ip: Ipv4Addr, mac: [u8; 6]) -> Vec<Vec<u8>> {
-    (0..flows)
-        .map(|i| {
-            let (src, dst): (IpAddr, IpAddr) = if i % 5 == 4 {
-                let s = core::net::Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, (i >> 16) as u16, i as u16);
-                (s.into(), core::net::Ipv6Addr::LOCALHOST.into())
-            } else {
-                (Ipv4Addr::from(0xc612_0000 + i).into(), Ipv4Addr::new(198, 19, 0, 1).into())
-            };
-            let f = GwlbFrame {
-                gwlb_mac: mac,
-                appliance_mac: mac,
-                gwlb_ip: ip,
-                appliance_ip: ip,
-                outer_src_port: 1024 + (i % 60000) as u16,
-                outer_ttl: 64,
-                vpc_endpoint_id: 1,
-                attachment_id: 0,
-                flow_cookie: i,
-                inner: Inner {
-                    src,
-                    dst,
-                    protocol: if i % 2 == 0 { ip_protocol::TCP } else { ip_protocol::UDP },
-                    src_port: 1024 + (i % 50000) as u16,
-                    dst_port: 443,
-                    tcp_flags: 0x10,
-                    seq: 1,
-                    ack: 1,
-                    size,
-                },
-            };
-            let mut b = vec![0u8; f.len()];
-            f.emit(&mut b);
-            b
-        })
-        .collect()
 }
