@@ -2,8 +2,8 @@
 # bench-fastpath.sh: how fast is flowdog's fast path, next to the cost of bouncing a frame?
 #
 #   scripts/bench-fastpath.sh [--quick] [--out FILE] [--flows "1 1000 100000"] [--sizes "64 1500"]
-#                             [--warmup S] [--measure S] [--hugepages auto|off|reserve] [--pages N]
-#                             [--no-build] [--keep]
+#                             [--warmup S] [--measure S] [--repeat N] [--quiet-wait S]
+#                             [--hugepages auto|off|reserve] [--pages N] [--no-build] [--keep]
 #
 # The generator is dpdk-testpmd (io forwarding, one lcore on CPU 0) replaying a pcap from
 # `flowdog gen pcap` (net_pcap, infinite_rx=1) into a net_memif server port and counting what
@@ -14,8 +14,19 @@
 # Both DUTs run for every case in the same script run, with the same generator settings.
 # The rate reported is the generator's memif Rx-pps (what came back), averaged over --measure
 # seconds after --warmup seconds; "offered" is the generator's memif Tx-pps (what the DUT
-# accepted). When the two DUTs are offered about the same and return about what they are
-# offered, the generator is the bottleneck, not the DUT.
+# accepted) and "tried" its pcap Rx-pps (what it read and tried to send). Offered well below
+# tried: the DUT's ring was full, the DUT is the bottleneck; offered close to tried: the
+# generator is (its one core also copies every frame out of the pcap and back in from memif).
+#
+# Each run's line on stderr also gives the per-second range and the share of its CPU that the
+# busiest thread of the generator and of the DUT got: below 0.9, something else ran there and
+# the result is marked "contended". The machine must be otherwise idle: before each run the
+# script waits (--quiet-wait) until no CPU is busy. On a shared machine, --repeat 3 reports the
+# best of three alternating runs per DUT.
+#
+# flowdog's counters are checked after each run (fast_path ~ rx, no drops but for a little
+# tx_refused backpressure, the expected number of flows), so that a DUT that drops or
+# misroutes cannot look fast.
 #
 # Speed is reported, never asserted: the exit status is non-zero only when a run failed (a process
 # did not start, the memif link never came up, a process died during the run).
@@ -30,7 +41,7 @@ set -euo pipefail
 readonly PROG=${0##*/}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
-readonly FLOWDOG=$ROOT/target/release/flowdog
+readonly FLOWDOG_BUILT=$ROOT/target/release/flowdog
 readonly PARSE=$ROOT/scripts/bench_parse.py
 
 # CPUs: the generator's forwarding lcore and every main lcore (they sleep) on GEN_CPU, the DUT's
@@ -120,6 +131,7 @@ done
 PFX=fdbench-$$                  # every DPDK --file-prefix starts with this
 if ((EUID == 0)); then RUNTIME=/var/run/dpdk; else RUNTIME=${XDG_RUNTIME_DIR:-/tmp}/dpdk; fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fdbench.XXXXXX")
+FLOWDOG=$TMP/flowdog            # the binary under test, copied from target/release
 PIDS=()                         # `timeout` processes of the DPDK processes still running
 reserved=0                      # 1 once reserve.sh ran: release.sh must run
 HUGE_MNT=$TMP/hugepages         # our own hugetlbfs mount (reserve mode)
@@ -224,7 +236,13 @@ if ((build)); then
     note "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
 fi
-[[ -x $FLOWDOG ]] || die "$FLOWDOG is missing (build it, or drop --no-build)"
+[[ -x $FLOWDOG_BUILT ]] || die "$FLOWDOG_BUILT is missing (build it, or drop --no-build)"
+# A copy, so that a rebuild while the script runs (others share target/) cannot change the
+# binary between cases.
+cp "$FLOWDOG_BUILT" "$FLOWDOG"
+version=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+# (read-only: no index refresh, no lock)
+if ! git -C "$ROOT" --no-optional-locks diff-index --quiet HEAD -- src crates Cargo.toml Cargo.lock 2>/dev/null; then version+="+changes"; fi
 
 max_flows=0
 for f in $flows_list; do ((f > max_flows)) && max_flows=$f; done
@@ -422,7 +440,7 @@ EOF
     if [[ -n $HUGE_DIR ]]; then rm -f "$HUGE_DIR/$PFX-gen-$id"map_* "$HUGE_DIR/$PFX-dut-$id"map_*; fi
     ((failed)) && return 1
 
-    local k v
+    local kv k v
     for kv in $line; do
         k=${kv%%=*} v=${kv#*=}
         case $k in
@@ -508,7 +526,7 @@ run_and_report() {
         R_FLAG+="x"
         failures=$((failures + 1))
     fi
-    note "$(printf '%s: back %6.2f Mpps (per second %.2f..%.2f), offered %6.2f, pcap read %6.2f; CPU share gen/DUT %s%s; before: %s; %s%s' \
+    note "$(printf '%s: back %6.2f Mpps (per second %.2f..%.2f), offered %6.2f, tried %6.2f; CPU share gen/DUT %s%s; before: %s; %s%s' \
         "$tag" "$(bc_mpps "$R_BACK")" "$(bc_mpps "$R_MIN")" "$(bc_mpps "$R_MAX")" \
         "$(bc_mpps "$R_OFFERED")" "$(bc_mpps "$R_READ")" "$R_CPU" "$cpu_note" "$QUIET" "$R_NOTE" \
         "${R_EXIT:+; $R_EXIT}")"
@@ -522,27 +540,29 @@ for size in $sizes; do
         frame=$(python3 "$PARSE" frame-len "$pcap")
         # Per DUT, the best of --repeat runs (interference only ever slows a run down).
         declare -A best_back=([testpmd]=- [flowdog]=-) best_off=([testpmd]=- [flowdog]=-) \
-            best_flag=([testpmd]=failed [flowdog]=failed)
+            best_read=([testpmd]=- [flowdog]=-) best_flag=([testpmd]=failed [flowdog]=failed)
         for ((rep = 1; rep <= repeat; rep++)); do
             for dut in testpmd flowdog; do
                 run_and_report "$dut" "$pcap" "$flows" "$size" "$rep" || continue
                 if [[ ${best_back[$dut]} == - ]] || ((R_BACK > best_back[$dut])); then
-                    best_back[$dut]=$R_BACK best_off[$dut]=$R_OFFERED best_flag[$dut]=$R_FLAG
+                    best_back[$dut]=$R_BACK best_off[$dut]=$R_OFFERED best_read[$dut]=$R_READ
+                    best_flag[$dut]=$R_FLAG
                 fi
             done
         done
         rm -f "$pcap"
         for dut in testpmd flowdog; do [[ ${best_flag[$dut]} == *c* ]] && contended=$((contended + 1)); done
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$flows" "$size" "$frame" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$flows" "$size" "$frame" \
             "${best_back[testpmd]}" "${best_off[testpmd]}" "${best_back[flowdog]}" "${best_off[flowdog]}" \
-            "${best_flag[testpmd]}" "${best_flag[flowdog]}" >>"$results"
+            "${best_flag[testpmd]}" "${best_flag[flowdog]}" "${best_read[testpmd]}" "${best_read[flowdog]}" \
+            >>"$results"
     done
 done
 
 read -r load_end _ </proc/loadavg
 elapsed=$((SECONDS - t_start))
 {
-    echo "flowdog fast path vs testpmd macswap over net_memif ($(date -u +%F), $(nproc) CPUs, $memory;"
+    echo "flowdog $version fast path vs testpmd macswap over net_memif ($(date -u +%F), $(nproc) CPUs, $memory;"
     echo "${measure} s averages after ${warmup} s warm-up, best of $repeat; generator testpmd io on CPU $GEN_CPU, DUT on CPU $DUT_CPU;"
     echo "20 % of flows IPv6 inner; load average $load_start before, $load_end after; took ${elapsed} s)"
     echo

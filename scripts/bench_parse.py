@@ -232,7 +232,7 @@ def cmd_table(a):
                 rows.append(line.rstrip("\n").split("\t"))
     print(
         "| flows | inner size (B) | frame size (B) | testpmd macswap (Mpps) | flowdog (Mpps) "
-        "| flowdog / testpmd | generator offered (Mpps): macswap / flowdog |"
+        "| flowdog / testpmd | generator offered / tried (Mpps): macswap; flowdog |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     used = set()
@@ -244,18 +244,21 @@ def cmd_table(a):
         return mpps(back) + (f" ({flag})" if flag else "")
 
     for r in rows:
-        flows, size, frame, tp_back, tp_off, fd_back, fd_off, tp_flag, fd_flag = (r + [""] * 9)[:9]
+        flows, size, frame, tp_back, tp_off, fd_back, fd_off, tp_flag, fd_flag, tp_read, fd_read = (r + [""] * 11)[:11]
         ok = tp_back not in ("", "-") and fd_back not in ("", "-") and float(tp_back) > 0
         ratio = f"{float(fd_back) / float(tp_back):.2f}" if ok else "-"
         flows = f"{int(flows):,}".replace(",", " ")
         print(
             f"| {flows} | {size} | {frame} | {cell(tp_back, tp_flag)} | {cell(fd_back, fd_flag)} | {ratio} "
-            f"| {mpps(tp_off)} / {mpps(fd_off)} |"
+            f"| {mpps(tp_off)} / {mpps(tp_read)}; {mpps(fd_off)} / {mpps(fd_read)} |"
         )
-    if used:
-        print()
-        for k in sorted(used):
-            print(FLAG_TEXT.get(k, k))
+    print()
+    print(
+        "offered: what the DUT accepted from the generator; tried: what the generator read from the pcap and "
+        "tried to send. Offered well below tried: the DUT is the bottleneck; close to it: the generator is."
+    )
+    for k in sorted(used):
+        print(FLAG_TEXT.get(k, k))
     return 0
 
 

@@ -12,7 +12,7 @@
 //! sent as 0, which IPv4 allows.
 
 use crate::counters::{Counters, DropCause};
-use crate::flow::{Direction, FlowKey, FlowTable, FlowTableConfig, Found, GENEVE_STORE};
+use crate::flow::{fingerprint, Direction, FlowKey, FlowTable, FlowTableConfig, Found, GENEVE_STORE};
 use crate::hash::{flow_hash, owner};
 use crate::policy::{Action, Policy};
 use core::net::Ipv4Addr;
@@ -256,8 +256,10 @@ impl FastPath {
         let (geneve_off, geneve_len) = (p.geneve_off as usize, p.geneve_len as usize);
         let (gwlb_ip, gwlb_mac, udp_src_port) = (p.gwlb_ip, p.gwlb_mac, p.udp_src_port);
         let i = self.flow(&p.key, p.hash, dir, s, aws.vpc_endpoint_id, now);
-        let m = &mut self.table.meta_mut(i).dir[dir as usize];
-        if !m.seen || m.flow_cookie != aws.flow_cookie || m.udp_src_port != udp_src_port || m.gwlb_ip != gwlb_ip {
+        let fp = fingerprint(aws.flow_cookie, udp_src_port, gwlb_ip);
+        if self.table.fingerprint(i, dir) != fp {
+            self.table.set_fingerprint(i, dir, fp);
+            let m = &mut self.table.meta_mut(i).dir[dir as usize];
             if m.seen && m.flow_cookie != aws.flow_cookie {
                 self.counters.cookie_changes += 1;
             }

@@ -73,37 +73,44 @@ const ST_FIN_LO: u8 = 1;
 const ST_FIN_HI: u8 = 2;
 const ST_RST: u8 = 4;
 
-/// One flow: exactly one cache line.
+/// One flow: exactly one cache line, everything a packet of an established flow reads.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 pub struct Entry {
     pub key: FlowKey,
     pub last_seen: u64,
-    /// Idle time after which the flow is gone.
-    timeout: u64,
     pub action: Action,
     /// The policy rule that decided the action (u16::MAX: the default).
     pub rule: u16,
     /// The direction of the flow's first packet (the initiator sent it).
     pub initiator: Direction,
     tcp_state: u8,
+    /// Per direction, a fingerprint of the outer addressing last stored in [`DirMeta`] (0: none
+    /// yet), so a packet whose GWLB header did not change never touches the metadata's lines.
+    fingerprint: [u32; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<Entry>() == 64);
+
+/// The fingerprint of a direction's outer addressing: the flow cookie, the outer UDP source port
+/// and the GWLB's address. Never 0 (0 marks a direction not seen yet).
+#[inline(always)]
+pub fn fingerprint(cookie: u32, udp_src_port: u16, gwlb_ip: [u8; 4]) -> u32 {
+    let x = ((cookie as u64) << 32 | u32::from_ne_bytes(gwlb_ip) as u64) ^ ((udp_src_port as u64) << 17);
+    let m = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((m >> 32) as u32) | 1
 }
 
 impl Entry {
     const EMPTY: Entry = Entry {
         key: FlowKey { lo: [0; 16], hi: [0; 16], lo_port: 0, hi_port: 0, protocol: 0, ipv6: false },
         last_seen: 0,
-        timeout: 0,
         action: Action::Allow,
         rule: u16::MAX,
         initiator: Direction::LoToHi,
         tcp_state: 0,
+        fingerprint: [0; 2],
     };
-
-    #[inline(always)]
-    fn expired(&self, now: u64) -> bool {
-        now.saturating_sub(self.last_seen) > self.timeout
-    }
 
     /// True once the TCP flow saw a RST or a FIN each way.
     pub fn tcp_closed(&self) -> bool {
@@ -200,6 +207,30 @@ impl FlowTable {
         self.len == 0
     }
 
+    /// Whether an entry idled past its timeout: TCP's (or the short one once closed), or the
+    /// one for everything else.
+    #[inline(always)]
+    fn expired(&self, e: &Entry, now: u64) -> bool {
+        let timeout = if e.key.protocol != ip_protocol::TCP {
+            self.cfg.other_idle
+        } else if e.tcp_closed() {
+            self.cfg.closed
+        } else {
+            self.cfg.tcp_idle
+        };
+        now.saturating_sub(e.last_seen) > timeout
+    }
+
+    /// The fingerprint stored for a direction (see [`fingerprint`]).
+    #[inline(always)]
+    pub fn fingerprint(&self, i: usize, dir: Direction) -> u32 {
+        self.entries[i].fingerprint[dir as usize]
+    }
+
+    pub fn set_fingerprint(&mut self, i: usize, dir: Direction, fp: u32) {
+        self.entries[i].fingerprint[dir as usize] = fp;
+    }
+
     #[inline(always)]
     fn buckets(&self, hash: u64) -> (usize, usize, u16) {
         let b1 = hash as usize & self.mask;
@@ -233,7 +264,7 @@ impl FlowTable {
     ) -> (usize, Found) {
         let (b1, b2, tag) = self.buckets(hash);
         if let Some(i) = self.find_in(b1, tag, key).or_else(|| self.find_in(b2, tag, key)) {
-            if !self.entries[i].expired(now) {
+            if !self.expired(&self.entries[i], now) {
                 self.entries[i].last_seen = now;
                 return (i, Found::Existing);
             }
@@ -262,7 +293,8 @@ impl FlowTable {
                         oldest = i;
                     }
                 }
-                let f = if self.entries[oldest].expired(now) { Found::NewAfterExpiry } else { Found::NewByEviction };
+                let f =
+                    if self.expired(&self.entries[oldest], now) { Found::NewAfterExpiry } else { Found::NewByEviction };
                 (oldest, f)
             }
         };
@@ -280,8 +312,8 @@ impl FlowTable {
         decide: impl FnOnce() -> (Action, u16),
     ) {
         let (action, rule) = decide();
-        let timeout = if key.protocol == ip_protocol::TCP { self.cfg.tcp_idle } else { self.cfg.other_idle };
-        self.entries[i] = Entry { key: *key, last_seen: now, timeout, action, rule, initiator, tcp_state: 0 };
+        self.entries[i] =
+            Entry { key: *key, last_seen: now, action, rule, initiator, tcp_state: 0, fingerprint: [0; 2] };
         self.meta[i].dir[0].seen = false;
         self.meta[i].dir[1].seen = false;
     }
@@ -291,15 +323,11 @@ impl FlowTable {
     #[inline(always)]
     pub fn track_tcp(&mut self, i: usize, dir: Direction, flags: u8) {
         let e = &mut self.entries[i];
-        let before = e.tcp_state;
         if flags & tcp_flags::RST != 0 {
             e.tcp_state |= ST_RST;
         }
         if flags & tcp_flags::FIN != 0 {
             e.tcp_state |= if dir == Direction::LoToHi { ST_FIN_LO } else { ST_FIN_HI };
-        }
-        if e.tcp_state != before && e.tcp_closed() {
-            e.timeout = self.cfg.closed;
         }
     }
 
@@ -350,7 +378,7 @@ impl FlowTable {
             let b = self.sweep_cursor;
             self.sweep_cursor = (b + 1) & self.mask;
             for w in 0..WAYS {
-                if self.tags[b][w] != 0 && self.entries[b * WAYS + w].expired(now) {
+                if self.tags[b][w] != 0 && self.expired(&self.entries[b * WAYS + w], now) {
                     self.tags[b][w] = 0;
                     self.len -= 1;
                     n += 1;
@@ -423,7 +451,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.sweep(1121, 1 << 20), 1, "the UDP flow idles out after 120");
         assert_eq!(t.len(), 1);
-        assert!(t.get(&u, hu).is_none() || t.get(&u, hu).is_some_and(|e| e.expired(1121)));
+        assert!(t.get(&u, hu).is_none() || t.get(&u, hu).is_some_and(|e| t.expired(e, 1121)));
     }
 
     #[test]

@@ -16,17 +16,14 @@ fn mix(a: u64, b: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-#[inline(always)]
-fn word(b: &[u8; 16], i: usize) -> u64 {
-    u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]])
-}
-
 /// A 64-bit hash of a (normalised, hence symmetric) flow key.
 #[inline(always)]
 pub fn flow_hash(k: &FlowKey) -> u64 {
     let ports = ((k.lo_port as u64) << 32) | ((k.hi_port as u64) << 16) | k.protocol as u64;
-    let h = mix(word(&k.lo, 0), word(&k.lo, 8));
-    let h = mix(h ^ word(&k.hi, 0), word(&k.hi, 8) ^ ports);
+    // One 16-byte load per address (byte-wise assembly of the words compiled to byte loads).
+    let (lo, hi) = (u128::from_le_bytes(k.lo), u128::from_le_bytes(k.hi));
+    let h = mix(lo as u64, (lo >> 64) as u64);
+    let h = mix(h ^ hi as u64, (hi >> 64) as u64 ^ ports);
     mix(h, K2)
 }
 
