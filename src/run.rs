@@ -186,6 +186,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     port.stop_and_close();
     drop(eal);
+    // DPDK 22.11 leaves its runtime directory (config, fbarray files) behind after cleanup.
+    if let Some(prefix) = args.iter().find_map(|a| a.strip_prefix("--file-prefix=")) {
+        if !prefix.is_empty() && !prefix.contains('/') {
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+        }
+    }
     if !failed.is_empty() {
         bail!("worker lcores {failed:?} failed (panicked)");
     }
