@@ -34,6 +34,8 @@ pub struct Worker {
     /// The burst's mbufs between the passes, and what the header pass learned of each.
     held: [Option<Mbuf>; BURST],
     pending: [Option<Pending>; BURST],
+    /// Packets steered to a worker without a ring (never expected), counted with `ring_full`.
+    unroutable: u64,
     flush_ticks: u64,
     tick_ticks: u64,
     publish_ticks: u64,
@@ -81,6 +83,7 @@ impl Worker {
             burst: Burst::new(),
             held: [const { None }; BURST],
             pending: [None; BURST],
+            unroutable: 0,
             flush_ticks: timers.flush,
             tick_ticks: timers.tick,
             publish_ticks: timers.publish,
@@ -181,8 +184,8 @@ impl Worker {
             }
             Verdict::Steer(w) => match self.outbound.get_mut(w).and_then(|p| p.as_mut()) {
                 Some(p) => p.push(m),
-                // The fast path only steers to workers that exist; be safe anyway.
-                None => self.fast.counters.drop(DropCause::RingFull),
+                // The fast path only steers to workers that exist; count it if that ever breaks.
+                None => self.unroutable += 1,
             },
             Verdict::Drop => drop(m),
         }
@@ -201,7 +204,8 @@ impl Worker {
         let c = &mut self.fast.counters;
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
-        c.drops[DropCause::RingFull as usize] = self.outbound.iter().flatten().map(|p| p.full).sum();
+        c.drops[DropCause::RingFull as usize] =
+            self.outbound.iter().flatten().map(|p| p.full).sum::<u64>() + self.unroutable;
         c.flows_active = self.fast.table.len() as u64;
         self.slot.publish(c);
     }

@@ -155,8 +155,8 @@ impl FastPath {
         }
     }
 
-    /// Addresses worth prefetching before the flow stage of `p`: the tag lines of its two
-    /// candidate buckets, and the entry its tag points at once those are in cache.
+    /// Addresses worth prefetching right after the header stage of `p`: the tag lines of its
+    /// two candidate buckets. [`FastPath::prefetch_entry`] follows once those are in cache.
     #[inline(always)]
     pub fn prefetch_addrs(&self, p: &Pending) -> [*const u8; 2] {
         self.table.tag_lines(p.hash)
