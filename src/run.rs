@@ -47,11 +47,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let have: Vec<String> = Port::all().iter().map(|p| p.name()).collect();
         anyhow!("{origin}: port.name: {e}; the EAL has these ports: {have:?} (vdevs come from eal.vdevs)")
     })?;
-    let socket = 0;
+    // Each worker's pool and inbound rings live on its lcore's NUMA socket (c5n.18xlarge has two).
+    let socket = |i: usize| eal.lcore_socket(lcores[i]) as i32;
     let mut pools = Vec::with_capacity(n);
     for i in 0..n {
         pools.push(
-            Mempool::new(&format!("fd_rx{i}"), cfg.port.mbufs_per_worker, 256, cfg.port.mbuf_data_room, socket)
+            Mempool::new(&format!("fd_rx{i}"), cfg.port.mbufs_per_worker, 256, cfg.port.mbuf_data_room, socket(i))
                 .with_context(|| format!("{origin}: port.mbufs_per_worker / port.mbuf_data_room"))?,
         );
     }
@@ -81,7 +82,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for (from, out) in outbound.iter_mut().enumerate() {
         for (to, slot) in out.iter_mut().enumerate() {
             if from != to {
-                let (p, c) = Ring::create(&format!("fd_steer_{from}_{to}"), 4096, socket)?;
+                let (p, c) = Ring::create(&format!("fd_steer_{from}_{to}"), 4096, socket(to))?;
                 *slot = Some(p);
                 inbound[to].push(c);
             }

@@ -111,10 +111,6 @@ impl FastPath {
         FastPath { cfg, policy, table: FlowTable::new(table), counters: Counters::default(), rule_hits }
     }
 
-    pub fn config(&self) -> &FastPathConfig {
-        &self.cfg
-    }
-
     /// Handles one frame received at time `now`. `steered` is true for frames another worker
     /// handed over (their owner was already computed).
     ///
@@ -173,7 +169,6 @@ impl FastPath {
     pub fn tick(&mut self, now: u64) {
         let n = self.table.sweep(now, 4);
         self.counters.flows_expired += n as u64;
-        self.counters.flows_active = self.table.len() as u64;
     }
 
     #[inline(always)]
