@@ -31,9 +31,10 @@ pub struct Worker {
     slot: Arc<CounterSlot>,
     stop: Arc<AtomicBool>,
     burst: Burst<BURST>,
-    /// The burst's mbufs between the passes, and what the header pass learned of each.
+    /// The burst's packets that go on to the flow stage, between the passes (the first `k` of
+    /// each array), and what the header pass learned of each (filled in place).
     held: [Option<Mbuf>; BURST],
-    pending: [Option<Pending>; BURST],
+    pending: [Pending; BURST],
     /// Packets steered to a worker without a ring (never expected), counted with `ring_full`.
     unroutable: u64,
     flush_ticks: u64,
@@ -82,7 +83,7 @@ impl Worker {
             stop,
             burst: Burst::new(),
             held: [const { None }; BURST],
-            pending: [None; BURST],
+            pending: [Pending::default(); BURST],
             unroutable: 0,
             flush_ticks: timers.flush,
             tick_ticks: timers.tick,
@@ -138,7 +139,8 @@ impl Worker {
     #[inline(always)]
     fn burst_passes(&mut self, now: u64, steered: bool) {
         let n = self.burst.len();
-        for i in 0..n {
+        let mut k = 0;
+        for _ in 0..n {
             self.burst.prefetch(3);
             // The loop runs exactly n times over a burst of n mbufs.
             let mut m = self.burst.next().expect("burst holds n mbufs");
@@ -149,25 +151,25 @@ impl Worker {
                 self.fast.counters.drop(DropCause::MultiSegment);
                 continue;
             }
-            match self.fast.headers(m.data_mut(), steered) {
+            match self.fast.headers(m.data_mut(), steered, &mut self.pending[k]) {
                 Stage::Done(v) => self.apply(m, v),
-                Stage::Flow(p) => {
-                    for a in self.fast.prefetch_addrs(&p) {
+                Stage::Flow => {
+                    for a in self.fast.prefetch_addrs(&self.pending[k]) {
                         prefetch(a);
                     }
-                    self.pending[i] = Some(p);
-                    self.held[i] = Some(m);
+                    self.held[k] = Some(m);
+                    k += 1;
                 }
             }
         }
-        for p in self.pending[..n].iter().flatten() {
+        for p in &self.pending[..k] {
             if let Some(a) = self.fast.prefetch_entry(p) {
                 prefetch(a);
             }
         }
-        for i in 0..n {
-            if let (Some(mut m), Some(p)) = (self.held[i].take(), self.pending[i].take()) {
-                let v = self.fast.flow_stage(m.data_mut(), &p, now);
+        for i in 0..k {
+            if let Some(mut m) = self.held[i].take() {
+                let v = self.fast.flow_stage(m.data_mut(), &self.pending[i], now);
                 self.apply(m, v);
             }
         }

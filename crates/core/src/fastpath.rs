@@ -41,28 +41,56 @@ pub enum Verdict {
 }
 
 /// What the header stage learned about a GWLB frame whose flow must be looked up: everything
-/// the flow stage needs, so it does not parse again.
-#[derive(Debug, Clone, Copy)]
+/// the flow stage needs, so it does not parse again. The worker keeps one per packet of a burst
+/// and [`FastPath::headers`] fills it in place: it is small and never copied whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pending {
     pub key: FlowKey,
-    pub dir: Direction,
     pub hash: u64,
-    summary: Summary,
     aws: AwsOptions,
+    dir: Direction,
+    tcp_flags: u8,
+    fragment: Fragment,
+    /// Where the Geneve header starts in the frame, its length, and the inner packet's
+    /// upper-layer offset and length (from its IP header).
     geneve_off: u16,
     geneve_len: u16,
-    gwlb_ip: [u8; 4],
-    gwlb_mac: [u8; 6],
-    udp_src_port: u16,
+    l4_offset: u16,
+    total_len: u16,
+}
+
+impl Pending {
+    /// The inner packet's summary, rebuilt from the key (for the rare paths: a new flow's policy
+    /// decision, a RST).
+    fn summary(&self) -> Summary {
+        let k = &self.key;
+        let ((src, src_port), (dst, dst_port)) = match self.dir {
+            Direction::LoToHi => ((k.lo, k.lo_port), (k.hi, k.hi_port)),
+            Direction::HiToLo => ((k.hi, k.hi_port), (k.lo, k.lo_port)),
+        };
+        Summary {
+            ip_version: if k.ipv6 { 6 } else { 4 },
+            src,
+            dst,
+            protocol: k.protocol,
+            src_port,
+            dst_port,
+            tcp_flags: self.tcp_flags,
+            fragment: self.fragment,
+            l4_offset: self.l4_offset as usize,
+            total_len: self.total_len as usize,
+        }
+    }
 }
 
 /// The outcome of [`FastPath::headers`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Decided without the flow table: answered (ARP, ICMP), steered or dropped (counted).
     Done(Verdict),
-    /// A GWLB frame of a flow this worker owns: [`FastPath::flow_stage`] finishes it.
-    Flow(Pending),
+    /// A GWLB frame of a flow this worker owns, described in the [`Pending`] the call filled:
+    /// [`FastPath::flow_stage`] finishes it.
+    Flow,
 }
 
 /// The appliance's identity and the worker's place among its peers.
@@ -119,17 +147,18 @@ impl FastPath {
     /// that it can prefetch the flow-table lines of every packet between them.
     #[inline]
     pub fn handle(&mut self, frame: &mut [u8], now: u64, steered: bool) -> Verdict {
-        match self.headers(frame, steered) {
+        let mut p = Pending::default();
+        match self.headers(frame, steered, &mut p) {
             Stage::Done(v) => v,
-            Stage::Flow(p) => self.flow_stage(frame, &p, now),
+            Stage::Flow => self.flow_stage(frame, &p, now),
         }
     }
 
     /// The header stage: every check that needs no flow state, ARP and ICMP answers, and the
-    /// steering decision. Drops are counted here.
+    /// steering decision. Drops are counted here. For [`Stage::Flow`] it has filled `out`.
     #[inline]
-    pub fn headers(&mut self, frame: &mut [u8], steered: bool) -> Stage {
-        match self.classify(frame, steered) {
+    pub fn headers(&mut self, frame: &mut [u8], steered: bool, out: &mut Pending) -> Stage {
+        match self.classify(frame, steered, out, true) {
             Ok(s) => s,
             Err(cause) => {
                 self.counters.drop(cause);
@@ -172,7 +201,13 @@ impl FastPath {
     }
 
     #[inline(always)]
-    fn classify(&mut self, f: &mut [u8], steered: bool) -> Result<Stage, DropCause> {
+    fn classify(
+        &mut self,
+        f: &mut [u8],
+        steered: bool,
+        out: &mut Pending,
+        fast_lane: bool,
+    ) -> Result<Stage, DropCause> {
         let eth = EthernetFrame::new_checked(&*f).map_err(|_| DropCause::EthTruncated)?;
         let dst_mac = eth.dst_addr();
         if dst_mac.0 != self.cfg.mac && !dst_mac.is_broadcast() && !dst_mac.is_multicast() {
@@ -183,6 +218,9 @@ impl FastPath {
             EtherType::ARP => return self.arp(f).map(Stage::Done),
             EtherType::IPV6 => return Err(DropCause::OuterIpv6),
             _ => return Err(DropCause::EthUnsupported),
+        }
+        if fast_lane && self.canonical(f, out) {
+            return Ok(self.own(out, steered));
         }
         let ip = Ipv4Packet::new_checked(&f[ETH_LEN..]).map_err(ip4_cause)?;
         if self.cfg.verify_ipv4_checksum && !ip.verify_checksum() {
@@ -223,34 +261,133 @@ impl FastPath {
         let s = inner::summarize(protocol, gen.payload()).map_err(inner_cause)?;
 
         let (key, dir) = FlowKey::from_summary(&s);
-        let hash = flow_hash(&key);
-        if !steered && self.cfg.workers > 1 {
-            let o = owner(hash, self.cfg.workers);
-            if o != self.cfg.worker {
-                self.counters.steered_out += 1;
-                return Ok(Stage::Done(Verdict::Steer(o)));
-            }
-        }
-        Ok(Stage::Flow(Pending {
+        // The IP parsers checked both lengths against the inner packet, itself under 64 KiB.
+        *out = Pending {
             key,
-            dir,
-            hash,
-            summary: s,
+            hash: 0,
             aws,
+            dir,
+            tcp_flags: s.tcp_flags,
+            fragment: s.fragment,
             geneve_off: (ETH_LEN + ihl + UDP_LEN) as u16,
             geneve_len: gen.header_len() as u16,
-            gwlb_ip: ip.src_addr().octets(),
-            gwlb_mac: eth.src_addr().0,
-            udp_src_port: udp.src_port(),
-        }))
+            l4_offset: s.l4_offset as u16,
+            total_len: s.total_len as u16,
+        };
+        Ok(self.own(out, steered))
+    }
+
+    /// Hashes the flow of `p` and decides whether it is ours or goes to its owner.
+    #[inline(always)]
+    fn own(&mut self, p: &mut Pending, steered: bool) -> Stage {
+        p.hash = flow_hash(&p.key);
+        if !steered && self.cfg.workers > 1 {
+            let o = owner(p.hash, self.cfg.workers);
+            if o != self.cfg.worker {
+                self.counters.steered_out += 1;
+                return Stage::Done(Verdict::Steer(o));
+            }
+        }
+        Stage::Flow
+    }
+
+    /// The common case in a few wide compares: the frame GWLB sends (gwlb-facts.md §2), outer
+    /// IPv4 without options, not a fragment, UDP to 6081, Geneve version 0 with exactly the three
+    /// AWS options in order, and an unfragmented inner IPv4 (no options) or IPv6 (no extension
+    /// headers) packet carrying TCP or UDP. Fills `out` (but its hash) and returns true only for
+    /// frames the general checks below would accept with the very same result, so it changes
+    /// speed, never a verdict or a counter; anything else (every drop included) returns false and
+    /// takes the general path. A test checks the two agree.
+    #[inline(always)]
+    fn canonical(&self, f: &[u8], out: &mut Pending) -> bool {
+        const IP: usize = ETH_LEN;
+        const UDP: usize = IP + ipv4::HEADER_LEN;
+        const GEN: usize = UDP + UDP_LEN;
+        const INNER: usize = GEN + geneve::BASE_LEN + geneve::AWS_OPTIONS_LEN;
+        let be16 = |b: &[u8], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        let Some(h) = f.first_chunk::<INNER>() else { return false };
+        let ip_total = be16(h, IP + 2) as usize;
+        let udp_len = be16(h, UDP + 4) as usize;
+        if h[IP] != 0x45
+            || h[IP + 9] != ip_protocol::UDP
+            || h[IP + 8] == 0
+            || be16(h, IP + 6) & 0x3fff != 0
+            || h[IP + 16..IP + 20] != self.cfg.ip.octets()
+            || IP + ip_total > f.len()
+            || be16(h, UDP + 2) != geneve::UDP_PORT
+            || udp_len < INNER - UDP
+            || UDP + udp_len > IP + ip_total
+            || h[GEN] != ((geneve::AWS_OPTIONS_LEN / 4) as u8)
+            || h[GEN + 1] & 0x80 != 0
+        {
+            return false;
+        }
+        let ip_header = h[IP..UDP].first_chunk().expect("20 bytes");
+        if self.cfg.verify_ipv4_checksum && checksum::ipv4_header(ip_header) != 0xffff {
+            return false;
+        }
+        let Ok(aws) = AwsOptions::parse(&h[GEN + geneve::BASE_LEN..INNER]) else { return false };
+        // The inner packet: what UDP's length leaves after the Geneve header.
+        let inner = &f[INNER..UDP + udp_len];
+        let (src, dst, protocol, l4, total, ipv6) = match be16(h, GEN + 2) {
+            0x0800 => {
+                let Some(i) = inner.first_chunk::<{ ipv4::HEADER_LEN }>() else { return false };
+                let total = be16(i, 2) as usize;
+                if i[0] != 0x45 || be16(i, 6) & 0x3fff != 0 || total < ipv4::HEADER_LEN || total > inner.len() {
+                    return false;
+                }
+                let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+                src[..4].copy_from_slice(&i[12..16]);
+                dst[..4].copy_from_slice(&i[16..20]);
+                (src, dst, i[9], ipv4::HEADER_LEN, total, false)
+            }
+            0x86DD => {
+                let Some(i) = inner.first_chunk::<{ ipv6::HEADER_LEN }>() else { return false };
+                let total = ipv6::HEADER_LEN + be16(i, 4) as usize;
+                if i[0] >> 4 != 6 || total > inner.len() {
+                    return false;
+                }
+                let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+                src.copy_from_slice(&i[8..24]);
+                dst.copy_from_slice(&i[24..40]);
+                (src, dst, i[6], ipv6::HEADER_LEN, total, true)
+            }
+            _ => return false,
+        };
+        let seg = &inner[l4..total];
+        let (ports, tcp_flags) = match protocol {
+            ip_protocol::TCP if seg.len() >= tcp::HEADER_LEN => ((be16(seg, 0), be16(seg, 2)), seg[13]),
+            ip_protocol::UDP if seg.len() >= UDP_LEN => ((be16(seg, 0), be16(seg, 2)), 0),
+            _ => return false,
+        };
+        let (key, dir) =
+            FlowKey::new(u128::from_ne_bytes(src), ports.0, u128::from_ne_bytes(dst), ports.1, protocol, ipv6);
+        *out = Pending {
+            key,
+            hash: 0,
+            aws,
+            dir,
+            tcp_flags,
+            fragment: Fragment::None,
+            geneve_off: GEN as u16,
+            geneve_len: (INNER - GEN) as u16,
+            l4_offset: l4 as u16,
+            total_len: total as u16,
+        };
+        true
     }
 
     #[inline(always)]
     fn act(&mut self, f: &mut [u8], p: &Pending, now: u64) -> Result<Verdict, DropCause> {
-        let (s, aws, dir) = (&p.summary, &p.aws, p.dir);
+        let (aws, dir) = (&p.aws, p.dir);
         let (geneve_off, geneve_len) = (p.geneve_off as usize, p.geneve_len as usize);
-        let (gwlb_ip, gwlb_mac, udp_src_port) = (p.gwlb_ip, p.gwlb_mac, p.udp_src_port);
-        let i = self.flow(&p.key, p.hash, dir, s, aws.vpc_endpoint_id, now);
+        // The outer addressing, read again from the frame (its lines are in cache by now).
+        let eth = EthernetFrame::new_unchecked(&*f);
+        let gwlb_mac = eth.src_addr().0;
+        let ip = Ipv4Packet::new_unchecked(&f[ETH_LEN..]);
+        let gwlb_ip = ip.src_addr().octets();
+        let udp_src_port = UdpPacket::new_unchecked(&f[geneve_off - UDP_LEN..]).src_port();
+        let i = self.flow(p, now);
         let fp = fingerprint(aws.flow_cookie, udp_src_port, gwlb_ip);
         if self.table.fingerprint(i, dir) != fp {
             self.table.set_fingerprint(i, dir, fp);
@@ -287,11 +424,11 @@ impl FastPath {
             }
             Action::Drop { reset } => {
                 if reset
-                    && s.protocol == ip_protocol::TCP
-                    && s.tcp_flags & tcp_flags::RST == 0
-                    && s.fragment != Fragment::Later
+                    && p.key.protocol == ip_protocol::TCP
+                    && p.tcp_flags & tcp_flags::RST == 0
+                    && p.fragment != Fragment::Later
                 {
-                    if let Some(len) = self.build_rst(f, geneve_off + geneve_len, s) {
+                    if let Some(len) = self.build_rst(f, geneve_off + geneve_len, &p.summary()) {
                         self.counters.rst_sent += 1;
                         return Ok(Verdict::TransmitLen(len));
                     }
@@ -303,11 +440,12 @@ impl FastPath {
 
     /// Finds or starts the flow and tracks TCP; returns its slot.
     #[inline(always)]
-    fn flow(&mut self, key: &FlowKey, hash: u64, dir: Direction, s: &Summary, vpce: u64, now: u64) -> usize {
+    fn flow(&mut self, p: &Pending, now: u64) -> usize {
+        let (key, hash, dir, vpce) = (&p.key, p.hash, p.dir, p.aws.vpc_endpoint_id);
         let policy = &self.policy;
         let hits = &mut self.rule_hits;
         let mut decide = || {
-            let (a, r) = policy.decide(s, vpce);
+            let (a, r) = policy.decide(&p.summary(), vpce);
             let r = r.unwrap_or(policy.rules.len());
             hits[r] += 1;
             (a, r as u16)
@@ -327,8 +465,8 @@ impl FastPath {
                 c.flows_evicted += 1;
             }
         }
-        if s.protocol == ip_protocol::TCP {
-            let syn_only = s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        if key.protocol == ip_protocol::TCP {
+            let syn_only = p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
             // A new SYN on a closed flow is a new connection reusing the ports.
             if !new && syn_only && self.table.entry(i).tcp_closed() {
                 self.table.restart(i, now, dir, &mut decide);
@@ -338,7 +476,7 @@ impl FastPath {
             if new && !syn_only {
                 c.flows_midstream += 1;
             }
-            self.table.track_tcp(i, dir, s.tcp_flags);
+            self.table.track_tcp(i, dir, p.tcp_flags);
         }
         i
     }
@@ -493,7 +631,9 @@ mod tests {
     use super::*;
     use crate::build::{GwlbFrame, Inner};
     use crate::policy::Rule;
+    use core::net::IpAddr;
     use flowdog_wire::{Icmpv4Packet, TcpPacket};
+    use proptest::prelude::*;
 
     const APP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const GW: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -513,8 +653,9 @@ mod tests {
         )
     }
 
-    fn frame(sport: u16, dport: u16, flags: u8, cookie: u32) -> ([u8; 512], usize) {
-        let f = GwlbFrame {
+    /// A GWLB frame from GW to APP with this inner packet and flow cookie.
+    fn gwlb(inner: Inner, cookie: u32) -> GwlbFrame {
+        GwlbFrame {
             gwlb_mac: [2, 0, 0, 0, 0, 1],
             appliance_mac: [2, 0, 0, 0, 0, 2],
             gwlb_ip: GW,
@@ -524,18 +665,33 @@ mod tests {
             vpc_endpoint_id: 9,
             attachment_id: 0,
             flow_cookie: cookie,
-            inner: Inner {
-                src: "198.18.10.1".parse().unwrap(),
-                dst: "198.19.0.1".parse().unwrap(),
-                protocol: ip_protocol::TCP,
-                src_port: sport,
-                dst_port: dport,
-                tcp_flags: flags,
-                seq: 1000,
-                ack: 5000,
-                size: 60,
-            },
+            inner,
+        }
+    }
+
+    /// The inner endpoints of the tests, IPv4 or IPv6.
+    fn endpoints(v6: bool) -> (IpAddr, IpAddr) {
+        if v6 {
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
+        } else {
+            ("198.18.10.1".parse().unwrap(), "198.19.0.1".parse().unwrap())
+        }
+    }
+
+    fn frame(sport: u16, dport: u16, flags: u8, cookie: u32) -> ([u8; 512], usize) {
+        let (src, dst) = endpoints(false);
+        let inner = Inner {
+            src,
+            dst,
+            protocol: ip_protocol::TCP,
+            src_port: sport,
+            dst_port: dport,
+            tcp_flags: flags,
+            seq: 1000,
+            ack: 5000,
+            size: 60,
         };
+        let f = gwlb(inner, cookie);
         let mut b = [0u8; 512];
         let n = f.emit(&mut b);
         (b, n)
@@ -699,5 +855,105 @@ mod tests {
         let (mut b, n) = frame(5, 6, tcp_flags::SYN, 1);
         p.handle(&mut b[..n], 2, false);
         assert_eq!(p.counters.flows_created, 2, "a SYN after a RST starts a new flow");
+    }
+
+    /// Frames built like GWLB's, then bytes changed and cut, for the fast-lane agreement test.
+    fn mangled_frame() -> impl Strategy<Value = Vec<u8>> {
+        (
+            (any::<bool>(), 0u8..3, any::<u16>(), any::<u16>(), any::<u8>(), 0usize..120, any::<u32>()),
+            prop::collection::vec((0usize..160, 0u8..3, any::<u8>()), 0..3),
+            prop::option::of(0usize..260),
+            any::<bool>(),
+        )
+            .prop_map(|((v6, p, sport, dport, flags, size, cookie), edits, cut, fix_checksum)| {
+                let (src, dst) = endpoints(v6);
+                let protocol = match (p, v6) {
+                    (0, _) => ip_protocol::TCP,
+                    (1, _) => ip_protocol::UDP,
+                    (_, false) => ip_protocol::ICMP,
+                    (_, true) => ip_protocol::ICMPV6,
+                };
+                let inner = Inner {
+                    src,
+                    dst,
+                    protocol,
+                    src_port: sport,
+                    dst_port: dport,
+                    tcp_flags: flags,
+                    seq: 1,
+                    ack: 2,
+                    size,
+                };
+                let f = gwlb(inner, cookie);
+                let mut b = vec![0u8; f.len()];
+                f.emit(&mut b);
+                // Each edit zeroes a byte, flips one of its bits, or sets it at random.
+                for (i, how, v) in edits {
+                    let i = i % b.len();
+                    b[i] = match how {
+                        0 => 0,
+                        1 => b[i] ^ (1 << (v % 8)),
+                        _ => v,
+                    };
+                }
+                // Else most edits of the outer IPv4 header would only test its checksum.
+                if fix_checksum {
+                    let room = b.len() - ETH_LEN;
+                    let mut ip = Ipv4Packet::new_unchecked(&mut b[ETH_LEN..]);
+                    if ip.header_len() >= ipv4::HEADER_LEN && ip.header_len() <= room {
+                        ip.fill_checksum();
+                    }
+                }
+                if let Some(c) = cut {
+                    b.truncate(c);
+                }
+                b
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// The fast lane for GWLB's usual frames decides exactly what the general checks decide.
+        #[test]
+        fn fast_lane_agrees_with_the_general_path(frame in mangled_frame()) {
+            let (mut fast, mut general) = (fp(1, 0, Policy::default()), fp(1, 0, Policy::default()));
+            let (mut f1, mut f2) = (frame.clone(), frame);
+            let (mut p1, mut p2) = (Pending::default(), Pending::default());
+            let r1 = fast.classify(&mut f1, false, &mut p1, true);
+            let r2 = general.classify(&mut f2, false, &mut p2, false);
+            prop_assert_eq!(r1, r2);
+            if r1 == Ok(Stage::Flow) {
+                prop_assert_eq!(p1, p2);
+            }
+            prop_assert_eq!(f1, f2);
+            prop_assert_eq!(fast.counters, general.counters);
+        }
+    }
+
+    #[test]
+    fn fast_lane_takes_gwlb_frames() {
+        let p = fp(1, 0, Policy::default());
+        for v6 in [false, true] {
+            for protocol in [ip_protocol::TCP, ip_protocol::UDP] {
+                let (src, dst) = endpoints(v6);
+                let inner = Inner {
+                    src,
+                    dst,
+                    protocol,
+                    src_port: 40000,
+                    dst_port: 443,
+                    tcp_flags: 0,
+                    seq: 1,
+                    ack: 2,
+                    size: 64,
+                };
+                let f = gwlb(inner, 7);
+                let mut buf = vec![0u8; f.len()];
+                f.emit(&mut buf);
+                let mut out = Pending::default();
+                assert!(p.canonical(&buf, &mut out), "v6 {v6} protocol {protocol}");
+                assert_eq!((out.key.lo_port.min(out.key.hi_port), out.key.protocol, out.key.ipv6), (443, protocol, v6));
+            }
+        }
     }
 }

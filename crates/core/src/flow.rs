@@ -23,7 +23,7 @@ pub const WAYS: usize = 8;
 pub const GENEVE_STORE: usize = 64;
 
 /// A flow's identity, the same for both directions: the two endpoints in a fixed order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     /// The lower endpoint's address (IPv4 in the first 4 bytes).
     pub lo: [u8; 16],
@@ -35,9 +35,10 @@ pub struct FlowKey {
 }
 
 /// Which way a packet travels relative to its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     /// From the `lo` endpoint to the `hi` endpoint.
+    #[default]
     LoToHi = 0,
     HiToLo = 1,
 }
@@ -46,15 +47,22 @@ impl FlowKey {
     /// The key of the flow `s` belongs to, and the direction of `s` within it.
     #[inline(always)]
     pub fn from_summary(s: &Summary) -> (FlowKey, Direction) {
+        let (src, dst) = (u128::from_ne_bytes(s.src), u128::from_ne_bytes(s.dst));
+        FlowKey::new(src, s.src_port, dst, s.dst_port, s.protocol, s.ip_version == 6)
+    }
+
+    /// The key of a packet from `src` to `dst` (addresses as `u128::from_ne_bytes` of the
+    /// 16-byte form, IPv4 in the first 4 bytes), and its direction.
+    #[inline(always)]
+    pub fn new(src: u128, src_port: u16, dst: u128, dst_port: u16, protocol: u8, ipv6: bool) -> (FlowKey, Direction) {
         // Any total order of the endpoints works; comparing as integers is a few instructions,
         // where comparing the byte arrays lexicographically was a fifth of the fast path's time.
-        let fwd = (u128::from_ne_bytes(s.src), s.src_port) <= (u128::from_ne_bytes(s.dst), s.dst_port);
-        let (lo, hi, lo_port, hi_port, dir) = if fwd {
-            (s.src, s.dst, s.src_port, s.dst_port, Direction::LoToHi)
+        let (lo, hi, lo_port, hi_port, dir) = if (src, src_port) <= (dst, dst_port) {
+            (src, dst, src_port, dst_port, Direction::LoToHi)
         } else {
-            (s.dst, s.src, s.dst_port, s.src_port, Direction::HiToLo)
+            (dst, src, dst_port, src_port, Direction::HiToLo)
         };
-        (FlowKey { lo, hi, lo_port, hi_port, protocol: s.protocol, ipv6: s.ip_version == 6 }, dir)
+        (FlowKey { lo: lo.to_ne_bytes(), hi: hi.to_ne_bytes(), lo_port, hi_port, protocol, ipv6 }, dir)
     }
 }
 

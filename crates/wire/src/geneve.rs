@@ -252,7 +252,7 @@ impl<'a> Iterator for Options<'a> {
 }
 
 /// The three options GWLB attaches to every packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AwsOptions {
     /// The VPC endpoint ID (the hex digits of `vpce-…`).
     pub vpc_endpoint_id: u64,

@@ -9,9 +9,10 @@ use crate::ethernet::EtherType;
 use crate::{ip_protocol, tcp, udp, Error, Ipv4Packet, Ipv6Packet, Result, TcpPacket};
 
 /// Where a packet sits in its fragment train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fragment {
     /// Not a fragment (an IPv6 atomic fragment, offset 0 without more fragments, counts here).
+    #[default]
     None,
     /// The first fragment: it holds the upper-layer header.
     First,
@@ -70,6 +71,7 @@ fn address(ip_version: u8, bytes: &[u8; 16]) -> IpAddr {
 /// errors are those of [`Ipv4Packet::new_checked`], [`Ipv6Packet::new_checked`] and
 /// [`Ipv6Packet::upper_layer`]; a TCP or UDP header cut short in an unfragmented packet or a
 /// first fragment is [`Error::Truncated`].
+#[inline]
 pub fn summarize(protocol_type: u16, packet: &[u8]) -> Result<Summary> {
     let mut summary = match EtherType(protocol_type) {
         EtherType::IPV4 => summarize_v4(packet)?,
@@ -84,6 +86,7 @@ pub fn summarize(protocol_type: u16, packet: &[u8]) -> Result<Summary> {
     Ok(summary)
 }
 
+#[inline]
 fn summarize_v4(packet: &[u8]) -> Result<Summary> {
     let ip = Ipv4Packet::new_checked(packet)?;
     let mut src = [0; 16];
@@ -111,6 +114,7 @@ fn summarize_v4(packet: &[u8]) -> Result<Summary> {
     })
 }
 
+#[inline]
 fn summarize_v6(packet: &[u8]) -> Result<Summary> {
     let ip = Ipv6Packet::new_checked(packet)?;
     let upper = ip.upper_layer()?;
@@ -138,6 +142,7 @@ fn summarize_v6(packet: &[u8]) -> Result<Summary> {
 ///
 /// Only the fixed header is needed: in a first fragment the rest of the segment, and even the
 /// UDP length it declares, lie in later fragments.
+#[inline]
 fn read_ports(summary: &mut Summary, l4: &[u8]) -> Result<()> {
     match summary.protocol {
         ip_protocol::TCP => {
