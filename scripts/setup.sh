@@ -4,7 +4,8 @@
 set -euo pipefail
 
 APT_PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 iputils-ping
-          tshark tcpdump python3-pip procps)
+          tshark tcpdump python3-pip procps
+          nginx iperf3 nghttp2-client curl openssl ethtool)
 PIP_PKGS=("scapy==2.6.1" "pytest==8.3.4")
 
 if [ "$(id -u)" != 0 ]; then
@@ -18,8 +19,28 @@ for p in "${APT_PKGS[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup.sh: apt-get install ${missing[*]}"
+  # Debian starts a freshly installed nginx (port 80 in the root namespace). scripts/lab.sh runs
+  # its own nginx inside a namespace and never the system service, so keep that from starting:
+  # a policy-rc.d that forbids it (unless one is already there, as in Docker images) ...
+  policy=/usr/sbin/policy-rc.d own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# setup.sh: no service starts during apt-get install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f "$policy"; trap - EXIT; fi
+  # ... and should it have started anyway, stop it and keep it from starting at boot.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now nginx.service >/dev/null 2>&1 || true
+    else
+      update-rc.d nginx disable >/dev/null 2>&1 || true
+      if [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
+    fi
+  fi
 fi
 
 if ! python3 -c 'import scapy, pytest' 2>/dev/null; then

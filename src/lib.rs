@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod gen;
+pub mod gwlb;
 pub mod run;
 pub mod worker;

@@ -37,6 +37,20 @@ enum Cmd {
     /// Generate traffic.
     #[command(subcommand)]
     Gen(GenCmd),
+    /// Run the local Gateway Load Balancer simulator (in the lab's gw namespace).
+    Gwlb {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the counters every SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        stats: Option<u64>,
+        /// Stop after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Write the final counters as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        counters_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +93,9 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run { config, stats, duration, counters_out } => {
             run(&RunOptions { config, stats, duration, counters_out })
+        }
+        Cmd::Gwlb { config, stats, duration, counters_out } => {
+            flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out })
         }
         Cmd::CheckConfig { config } => {
             let c = flowdog::config::Config::load(&config)?;

@@ -42,7 +42,48 @@ pub struct GwlbFrame {
 }
 
 /// Outer Ethernet + IPv4 + UDP + Geneve with the AWS options.
-pub const ENCAP_LEN: usize = 14 + 20 + 8 + 8 + geneve::AWS_OPTIONS_LEN;
+pub const ENCAP_LEN: usize = 14 + OUTER_LEN;
+
+/// The headers GWLB puts in front of an inner packet, Ethernet excluded: outer IPv4, UDP to
+/// 6081 and Geneve with the three AWS options.
+#[derive(Debug, Clone, Copy)]
+pub struct Encap {
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub src_port: u16,
+    pub ttl: u8,
+    pub vpc_endpoint_id: u64,
+    pub attachment_id: u64,
+    pub flow_cookie: u32,
+}
+
+/// Outer IPv4 + UDP + Geneve with the AWS options: 68 bytes (gwlb-facts.md §6).
+pub const OUTER_LEN: usize = 20 + 8 + 8 + geneve::AWS_OPTIONS_LEN;
+
+impl Encap {
+    /// Writes the headers into `buf` (exactly [`OUTER_LEN`] bytes) for an inner packet of
+    /// `inner_len` bytes whose Geneve protocol type is `protocol`. The UDP checksum is 0 (none,
+    /// which IPv4 allows); a caller that has the payload in place may fill it afterwards.
+    pub fn emit(&self, buf: &mut [u8], protocol: u16, inner_len: usize) {
+        let buf = &mut buf[..OUTER_LEN];
+        let udp_len = 8 + 8 + geneve::AWS_OPTIONS_LEN + inner_len;
+        ipv4::Repr {
+            src_addr: self.src_ip,
+            dst_addr: self.dst_ip,
+            protocol: ip_protocol::UDP,
+            payload_len: udp_len,
+            ttl: self.ttl,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]));
+        let mut opts = [0u8; geneve::AWS_OPTIONS_LEN];
+        geneve::emit_aws_options(&mut opts, self.vpc_endpoint_id, self.attachment_id, self.flow_cookie);
+        let g = geneve::Repr { protocol, vni: 0, oam: false, critical: false, options: &opts };
+        g.emit(&mut GenevePacket::new_unchecked(&mut buf[28..]));
+        let mut u = UdpPacket::new_unchecked(&mut buf[20..]);
+        udp::Repr { src_port: self.src_port, dst_port: geneve::UDP_PORT, payload_len: udp_len - 8 }.emit(&mut u);
+        u.set_checksum(0);
+    }
+}
 
 impl Inner {
     fn header_len(&self) -> usize {
@@ -85,25 +126,19 @@ impl GwlbFrame {
             ethertype: EtherType::IPV4,
         }
         .emit(&mut EthernetFrame::new_unchecked(&mut buf[..14]));
-        let udp_len = 8 + 8 + geneve::AWS_OPTIONS_LEN + inner_len;
-        let mut ip = Ipv4Packet::new_unchecked(&mut buf[14..]);
-        ipv4::Repr {
-            src_addr: self.gwlb_ip,
-            dst_addr: self.appliance_ip,
-            protocol: ip_protocol::UDP,
-            payload_len: udp_len,
-            ttl: self.outer_ttl,
-        }
-        .emit(&mut ip);
-        let mut opts = [0u8; geneve::AWS_OPTIONS_LEN];
-        geneve::emit_aws_options(&mut opts, self.vpc_endpoint_id, self.attachment_id, self.flow_cookie);
         let protocol = if self.inner.src.is_ipv4() { EtherType::IPV4.0 } else { EtherType::IPV6.0 };
-        let g = geneve::Repr { protocol, vni: 0, oam: false, critical: false, options: &opts };
-        let goff = 14 + 20 + 8;
-        g.emit(&mut GenevePacket::new_unchecked(&mut buf[goff..goff + g.buffer_len()]));
-        self.inner.emit(&mut buf[goff + g.buffer_len()..]);
+        Encap {
+            src_ip: self.gwlb_ip,
+            dst_ip: self.appliance_ip,
+            src_port: self.outer_src_port,
+            ttl: self.outer_ttl,
+            vpc_endpoint_id: self.vpc_endpoint_id,
+            attachment_id: self.attachment_id,
+            flow_cookie: self.flow_cookie,
+        }
+        .emit(&mut buf[14..14 + OUTER_LEN], protocol, inner_len);
+        self.inner.emit(&mut buf[ENCAP_LEN..]);
         let mut u = UdpPacket::new_unchecked(&mut buf[34..]);
-        udp::Repr { src_port: self.outer_src_port, dst_port: geneve::UDP_PORT, payload_len: udp_len - 8 }.emit(&mut u);
         u.fill_checksum_v4(self.gwlb_ip, self.appliance_ip);
         len
     }

@@ -1,0 +1,636 @@
+#!/usr/bin/env bash
+# A lab of network namespaces for running flowdog behind the userspace GWLB simulator:
+#
+#   ${FDLAB}-c (client)          ${FDLAB}-gw (GWLB simulator)                 ${FDLAB}-s (server)
+#   eth0 198.18.1.10 ------- gwc 198.18.1.1    gws 198.18.2.1 ------- eth0 198.18.2.10 .11 .12
+#        fd00:fd:1::10           fd00:fd:1::1   fd00:fd:2::1                fd00:fd:2::10
+#                                tunc, tuns (TUN, no addresses)          nginx 80/443, iperf3,
+#                                brapp 198.18.0.1                        UDP/TCP echo on port 7
+#                                 |-- gwa1 ------- dp0 ${FDLAB}-a1 (appliance 198.18.0.2, no IP)
+#                                 |-- gwaN ------- dp0 ${FDLAB}-aN (appliance 198.18.0.(1+N))
+#
+# What the client or the server sends through the gw namespace is not forwarded by the kernel:
+# policy routing sends everything arriving on gwc into the TUN tunc and everything arriving on
+# gws into tuns, where the simulator reads it. What the simulator writes into a TUN is routed by
+# the main table to the right veth. The appliances' dp0 carry no address: flowdog owns
+# 198.18.0.(1+i) with MAC 02:fd:00:00:00:0i on DPDK's net_af_packet, and dp0 has that MAC.
+#
+# Addresses are from 198.18.0.0/15 and fd00:fd::/32; no namespace has a link to the root
+# namespace, so nothing routes out of the machine.
+#
+# Usage (as root):
+#   scripts/lab.sh up [--appliances N]   tear down leftovers of this prefix, build the lab (N: 1..4)
+#   scripts/lab.sh down                  remove everything (processes, namespaces, files)
+#   scripts/lab.sh status                show the lab; exit 0 if it is up, 1 if not
+#   scripts/lab.sh env                   KEY=value lines describing the lab (shell-sourceable)
+#
+# Every name carries the prefix $FDLAB (default fdlab): namespaces ${FDLAB}-gw, -c, -s, -a1..-a4,
+# state in /run/${FDLAB}, /etc/netns/${FDLAB}-*/hosts. Interfaces live inside namespaces and have
+# short fixed names. Needs: ip, nginx, iperf3, openssl, curl, python3 (scripts/setup.sh).
+set -euo pipefail
+umask 022
+
+P=${FDLAB:-fdlab}
+if ! [[ $P =~ ^[a-z0-9][a-z0-9-]{0,15}$ ]]; then
+  echo "lab.sh: FDLAB='$P' must be 1-16 characters of a-z, 0-9 and '-'" >&2
+  exit 2
+fi
+
+STATE=/run/$P
+NS_GW=$P-gw NS_C=$P-c NS_S=$P-s
+MAX_APPS=4
+# The appliances' network carries inner packets plus 68 bytes of Geneve: jumbo. The client and
+# server links stay at 1500 (an internet-facing VPC): the appliance's af_packet frames (2 KiB)
+# then hold every Geneve packet, and inner packets stay far below GWLB's 8500-byte limit, past
+# which it drops silently (no ICMP, so PMTUD cannot help).
+MTU=9001 EDGE_MTU=1500 TUN_MTU=9000
+GW_BR_MAC=02:fd:00:00:ff:01
+HOSTS_WWW=www.lab.test HOSTS_IMG=img.lab.test HOSTS_STS=sts.lab.test
+BIG_SIZE=$((20 * 1024 * 1024))
+ECHO_PORT=7 IPERF_PORT=5201
+# Serialises up/down of one prefix. The empty lock file stays (deleting it while another caller
+# waits on it would let two callers in at once); /run/lock is a tmpfs.
+LOCK=/run/lock/flowdog-lab-$P.lock
+
+die() { echo "lab.sh: $*" >&2; exit 1; }
+log() { echo "lab.sh[$P]: $*" >&2; }
+
+usage() {
+  sed -n '/^# Usage/,/^#   scripts\/lab.sh env/p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# This prefix's namespaces and nothing else (FDLAB=fd must not match fd-x-gw).
+lab_namespaces() {
+  ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${P}-(gw|c|s|a[0-9]+)\$" || true
+}
+
+# Pids of the processes in the given namespaces.
+ns_pids() {
+  local ns
+  for ns in "$@"; do ip netns pids "$ns" 2>/dev/null || true; done
+}
+
+# Stops every process in the lab's namespaces, deletes the namespaces (and with them every veth,
+# the bridge and the TUNs), the /etc/netns entries and the state dir. Quiet if nothing exists.
+teardown() {
+  local nss pids i d
+  mapfile -t nss < <(lab_namespaces)
+  if [ ${#nss[@]} -gt 0 ]; then
+    mapfile -t pids < <(ns_pids "${nss[@]}")
+    if [ ${#pids[@]} -gt 0 ]; then
+      kill -TERM "${pids[@]}" 2>/dev/null || true
+      for ((i = 0; i < 30; i++)); do
+        mapfile -t pids < <(ns_pids "${nss[@]}")
+        [ ${#pids[@]} -eq 0 ] && break
+        sleep 0.1
+      done
+      if [ ${#pids[@]} -gt 0 ]; then
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+        for ((i = 0; i < 30; i++)); do
+          mapfile -t pids < <(ns_pids "${nss[@]}")
+          [ ${#pids[@]} -eq 0 ] && break
+          sleep 0.1
+        done
+        [ ${#pids[@]} -eq 0 ] || log "warning: processes still in the lab: ${pids[*]}"
+      fi
+    fi
+    for d in "${nss[@]}"; do ip netns del "$d" 2>/dev/null || log "warning: ip netns del $d failed"; done
+  fi
+  for d in /etc/netns/"$P"-*; do
+    [ -d "$d" ] || continue
+    [[ ${d##*/} =~ ^${P}-(gw|c|s|a[0-9]+)$ ]] && rm -rf -- "$d"
+  done
+  rm -rf -- "$STATE"
+}
+
+take_lock() {
+  mkdir -p "${LOCK%/*}"
+  exec 9>"$LOCK"
+  flock 9
+}
+
+# nsx NS CMD...: runs CMD in namespace NS with the lock's fd closed (no daemon may inherit it:
+# it would hold the lock for as long as it lives).
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@" 9>&-; }
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.1 s.
+wait_for() {
+  local secs=$1 what=$2 i; shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "timed out after ${secs}s waiting for $what"
+}
+
+alive() { # alive NS PIDFILE: the pid in PIDFILE is a live process in NS
+  local ns=$1 f=$2 pid
+  [ -s "$f" ] || return 1
+  pid=$(head -n1 "$f" | tr -dc 0-9)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ip netns pids "$ns" 2>/dev/null | grep -qx "$pid"
+}
+
+app_ip() { echo "198.18.0.$((1 + $1))"; }
+app_mac() { printf '02:fd:00:00:00:%02x\n' "$1"; }
+
+need_tools() {
+  local t missing=()
+  for t in ip nginx iperf3 openssl curl ss flock sha256sum "$PY"; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (run scripts/setup.sh)"
+}
+
+write_hosts() {
+  local ns
+  for ns in "$NS_GW" "$NS_C" "$NS_S"; do
+    mkdir -p "/etc/netns/$ns"
+    cat >"/etc/netns/$ns/hosts" <<EOF
+# flowdog lab $P (scripts/lab.sh); bind-mounted over /etc/hosts by 'ip netns exec $ns'
+127.0.0.1	localhost
+::1	localhost ip6-localhost ip6-loopback
+198.18.2.10	$HOSTS_WWW
+fd00:fd:2::10	$HOSTS_WWW
+198.18.2.11	$HOSTS_IMG
+198.18.2.12	$HOSTS_STS
+EOF
+  done
+}
+
+build_net() {
+  local n=$1 i ns ifc
+
+  # Namespaces, with sysctls set before any interface exists so that every new interface
+  # inherits them from "default": no IPv6 DAD (no test waits for it), no IPv6 at all on the
+  # appliances (the kernel sends nothing on dp0), forwarding and no rp_filter in gw.
+  for ns in "$NS_GW" "$NS_C" "$NS_S"; do
+    ip netns add "$ns"
+    nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+    ip -n "$ns" link set lo up
+  done
+  nsx "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+    net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+    net.ipv4.conf.all.accept_local=1 net.ipv4.conf.default.accept_local=1 \
+    net.ipv6.conf.default.accept_ra=0 net.ipv6.conf.default.router_solicitations=0
+  for ((i = 1; i <= n; i++)); do
+    ns=$P-a$i
+    ip netns add "$ns"
+    nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+  done
+
+  # gw <-> client, gw <-> server. The veth ends are created directly in their namespaces.
+  ip link add gwc netns "$NS_GW" mtu "$EDGE_MTU" type veth peer name eth0 netns "$NS_C" mtu "$EDGE_MTU"
+  ip link add gws netns "$NS_GW" mtu "$EDGE_MTU" type veth peer name eth0 netns "$NS_S" mtu "$EDGE_MTU"
+
+  ip -n "$NS_GW" addr add 198.18.1.1/24 dev gwc
+  ip -n "$NS_GW" addr add fd00:fd:1::1/64 dev gwc nodad
+  ip -n "$NS_GW" addr add 198.18.2.1/24 dev gws
+  ip -n "$NS_GW" addr add fd00:fd:2::1/64 dev gws nodad
+
+  ip -n "$NS_C" addr add 198.18.1.10/24 dev eth0
+  ip -n "$NS_C" addr add fd00:fd:1::10/64 dev eth0 nodad
+  ip -n "$NS_S" addr add 198.18.2.10/24 dev eth0
+  ip -n "$NS_S" addr add 198.18.2.11/24 dev eth0
+  ip -n "$NS_S" addr add 198.18.2.12/24 dev eth0
+  ip -n "$NS_S" addr add fd00:fd:2::10/64 dev eth0 nodad
+
+  # The appliances' segment: a bridge with the GWLB's address, one veth per appliance.
+  ip -n "$NS_GW" link add brapp type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  nsx "$NS_GW" sysctl -qw net.ipv6.conf.brapp.disable_ipv6=1
+  ip -n "$NS_GW" link set brapp address "$GW_BR_MAC" mtu "$MTU"
+  ip -n "$NS_GW" addr add 198.18.0.1/24 dev brapp
+  for ((i = 1; i <= n; i++)); do
+    ns=$P-a$i
+    ip link add "gwa$i" netns "$NS_GW" mtu "$MTU" type veth peer name dp0 netns "$ns" mtu "$MTU"
+    nsx "$NS_GW" sysctl -qw "net.ipv6.conf.gwa$i.disable_ipv6=1"
+    ip -n "$NS_GW" link set "gwa$i" master brapp
+    nsx "$ns" sysctl -qw net.ipv6.conf.dp0.disable_ipv6=1
+    ip -n "$ns" link set dp0 address "$(app_mac "$i")"
+    ip -n "$ns" link set dp0 up
+    ip -n "$NS_GW" link set "gwa$i" up
+  done
+  ip -n "$NS_GW" link set brapp up
+  # The UDP checksum of what gw's sockets send to the appliances is otherwise left for an
+  # "offload" that a veth never does, and af_packet would show it unfilled to flowdog and tshark.
+  if command -v ethtool >/dev/null 2>&1; then
+    nsx "$NS_GW" ethtool -K brapp tx off >/dev/null 2>&1 || log "warning: ethtool -K brapp tx off failed"
+  fi
+
+  # The simulator's TUNs: persistent, single queue, IFF_TUN (open them with IFF_TUN, IFF_NO_PI
+  # as wished, without IFF_MULTI_QUEUE). No addresses and no IPv6 link-local address either, so
+  # the kernel itself writes nothing into them; IPv6 stays enabled so v6 can be forwarded.
+  for ifc in tunc tuns; do
+    ip -n "$NS_GW" tuntap add dev "$ifc" mode tun
+    ip -n "$NS_GW" link set "$ifc" addrgenmode none
+    ip -n "$NS_GW" link set "$ifc" mtu "$TUN_MTU" txqueuelen 1000 up
+  done
+
+  ip -n "$NS_GW" link set gwc up
+  ip -n "$NS_GW" link set gws up
+  ip -n "$NS_C" link set eth0 up
+  ip -n "$NS_S" link set eth0 up
+
+  # rp_filter off everywhere (the effective value is max(all, interface)): packets from the
+  # client and server subnets come back in on the TUNs.
+  for ifc in lo gwc gws brapp tunc tuns; do
+    nsx "$NS_GW" sysctl -qw "net.ipv4.conf.$ifc.rp_filter=0"
+  done
+  for ((i = 1; i <= n; i++)); do nsx "$NS_GW" sysctl -qw "net.ipv4.conf.gwa$i.rp_filter=0"; done
+
+  # Policy routing: from the client into tunc, from the server into tuns. The local table (pref
+  # 0) still delivers what is addressed to gw itself (ARP, ND, ping of 198.18.1.1).
+  local fam
+  for fam in -4 -6; do
+    ip -n "$NS_GW" "$fam" rule add pref 1000 iif gwc lookup 101
+    ip -n "$NS_GW" "$fam" rule add pref 1001 iif gws lookup 102
+    ip -n "$NS_GW" "$fam" route add default dev tunc table 101
+    ip -n "$NS_GW" "$fam" route add default dev tuns table 102
+  done
+
+  ip -n "$NS_C" route add default via 198.18.1.1
+  ip -n "$NS_C" -6 route add default via fd00:fd:1::1
+  ip -n "$NS_S" route add default via 198.18.2.1
+  ip -n "$NS_S" -6 route add default via fd00:fd:2::1
+}
+
+make_content() {
+  mkdir -p "$STATE/www" "$STATE/img"
+  cat >"$STATE/www/index.html" <<EOF
+<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>flowdog lab</title></head>
+<body><h1>flowdog lab $P</h1><p>Served by nginx in $NS_S behind the GWLB simulator.</p></body></html>
+EOF
+  head -c "$BIG_SIZE" /dev/urandom >"$STATE/www/big.bin"
+  sha256sum "$STATE/www/big.bin" | cut -d' ' -f1 >"$STATE/big.bin.sha256"
+
+  # A real 64x64 RGB PNG (a gradient), standard library only.
+  "$PY" - "$STATE/img/cat.png" <<'EOF'
+import struct, sys, zlib
+w = h = 64
+rows = b"".join(b"\x00" + bytes(v for x in range(w) for v in (x * 4, y * 4, 255 - x * 2)) for y in range(h))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+open(sys.argv[1], "wb").write(png)
+EOF
+  chmod -R a+rX "$STATE/www" "$STATE/img"
+}
+
+make_certs() {
+  local d=$STATE/tls
+  mkdir -p "$d"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/ca.key" -out "$STATE/ca.pem" -days 30 -subj "/O=flowdog lab/CN=flowdog lab $P CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/server.key" -out "$d/server.csr" -subj "/O=flowdog lab/CN=$HOSTS_WWW" 2>/dev/null
+  cat >"$d/server.ext" <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid,issuer
+subjectAltName=DNS:$HOSTS_WWW,DNS:$HOSTS_IMG,DNS:$HOSTS_STS,IP:198.18.2.10,IP:198.18.2.11,IP:198.18.2.12,IP:fd00:fd:2::10
+EOF
+  openssl x509 -req -in "$d/server.csr" -CA "$STATE/ca.pem" -CAkey "$d/ca.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$d/server.ext" \
+    -out "$d/server.pem" 2>/dev/null
+  chmod 600 "$d/ca.key" "$d/server.key"
+}
+
+write_nginx_conf() {
+  local d=$STATE/nginx user=www-data
+  id -u "$user" >/dev/null 2>&1 || user=nobody
+  mkdir -p "$d/tmp"
+  # Every "listen" pair: all IPv4 and all IPv6 addresses of the server namespace.
+  local l80='listen 80; listen [::]:80;' l443='listen 443 ssl http2; listen [::]:443 ssl http2;'
+  cat >"$d/nginx.conf" <<EOF
+# flowdog lab $P (scripts/lab.sh): nginx in $NS_S. Nothing here comes from /etc/nginx.
+user $user;
+worker_processes 2;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 1024; }
+http {
+    types {
+        text/html html;
+        text/plain txt;
+        image/png png;
+        application/octet-stream bin;
+    }
+    default_type application/octet-stream;
+    access_log $d/access.log;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    server_tokens off;
+    ssl_certificate $STATE/tls/server.pem;
+    ssl_certificate_key $STATE/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+
+    # nginx's 32 hex digit request id, written as a UUID for the STS RequestId.
+    map \$request_id \$lab_request_uuid {
+        "~^(?<u1>.{8})(?<u2>.{4})(?<u3>.{4})(?<u4>.{4})(?<u5>.{12})\$" "\$u1-\$u2-\$u3-\$u4-\$u5";
+        default \$request_id;
+    }
+
+    # Any other name: 404.
+    server {
+        listen 80 default_server; listen [::]:80 default_server;
+        listen 443 ssl http2 default_server; listen [::]:443 ssl http2 default_server;
+        server_name _;
+        return 404;
+    }
+
+    server {
+        $l80 $l443
+        server_name $HOSTS_WWW 198.18.2.10 [fd00:fd:2::10];
+        root $STATE/www;
+        index index.html;
+        # Who the server saw (the client's address must survive the GWLB and the appliance).
+        location = /echo {
+            default_type text/plain;
+            return 200 "method=\$request_method uri=\$request_uri host=\$host remote=\$remote_addr:\$remote_port proto=\$server_protocol https=\$https\n";
+        }
+    }
+
+    server {
+        $l80 $l443
+        server_name $HOSTS_IMG 198.18.2.11;
+        root $STATE/img;
+    }
+
+    # What AWS STS GetCallerIdentity answers (GET or POST, whatever the body).
+    server {
+        $l80 $l443
+        server_name $HOSTS_STS 198.18.2.12;
+        location / {
+            default_type text/xml;
+            add_header x-amzn-RequestId \$lab_request_uuid always;
+            return 200 '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult>
+    <Arn>arn:aws:iam::123456789012:user/lab</Arn>
+    <UserId>AIDAEXAMPLELABUSER01</UserId>
+    <Account>123456789012</Account>
+  </GetCallerIdentityResult>
+  <ResponseMetadata>
+    <RequestId>\$lab_request_uuid</RequestId>
+  </ResponseMetadata>
+</GetCallerIdentityResponse>
+';
+        }
+    }
+}
+EOF
+}
+
+write_echo_server() {
+  cat >"$STATE/echo.py" <<'EOF'
+"""UDP and TCP echo for the flowdog lab: echo.py PORT PIDFILE ADDR... One socket per address so
+that a reply leaves from the address the request went to (the server has several)."""
+import os, selectors, socket, sys, threading
+
+port, pidfile, addrs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+try:
+    os.setsid()
+except OSError:
+    pass
+sel = selectors.DefaultSelector()
+
+def bound(addr, kind):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    s.setblocking(False)
+    return s
+
+for a in addrs:
+    sel.register(bound(a, socket.SOCK_DGRAM), selectors.EVENT_READ, "udp")
+    t = bound(a, socket.SOCK_STREAM)
+    t.listen(128)
+    sel.register(t, selectors.EVENT_READ, "tcp")
+
+def tcp_echo(c):
+    with c:
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    return
+                c.sendall(d)
+        except OSError:
+            pass
+
+with open(pidfile + ".tmp", "w") as f:
+    f.write(f"{os.getpid()}\n")
+os.rename(pidfile + ".tmp", pidfile)
+
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if key.data == "udp":
+            for _ in range(64):
+                try:
+                    d, peer = s.recvfrom(65535)
+                    s.sendto(d, peer)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    pass
+        else:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                continue
+            c.setblocking(True)
+            threading.Thread(target=tcp_echo, args=(c,), daemon=True).start()
+EOF
+}
+
+start_services() {
+  local d=$STATE/nginx out
+  if ! out=$(nsx "$NS_S" nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" 2>&1); then
+    die "nginx -t failed: $out"
+  fi
+  nsx "$NS_S" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" </dev/null >>"$d/stderr.log" 2>&1 \
+    || die "nginx did not start: $(tail -n 5 "$d/error.log" "$d/stderr.log" 2>/dev/null)"
+
+  nsx "$NS_S" iperf3 -s -D -p "$IPERF_PORT" --pidfile "$STATE/iperf3.pid" --logfile "$STATE/iperf3.log" \
+    </dev/null >/dev/null 2>&1 || die "iperf3 did not start: $(tail -n 5 "$STATE/iperf3.log" 2>/dev/null)"
+
+  # A plain command in the background (no subshell stays behind); echo.py writes its pid file.
+  write_echo_server
+  ip netns exec "$NS_S" "$PY" "$STATE/echo.py" "$ECHO_PORT" "$STATE/echo.pid" \
+    198.18.2.10 198.18.2.11 198.18.2.12 fd00:fd:2::10 </dev/null >>"$STATE/echo.log" 2>&1 9>&- &
+  disown
+
+  wait_for 10 "nginx (http)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 "http://$HOSTS_WWW/"
+  wait_for 10 "nginx (https)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 --cacert "$STATE/ca.pem" \
+    "https://$HOSTS_WWW/"
+  wait_for 10 "iperf3" alive "$NS_S" "$STATE/iperf3.pid"
+  wait_for 10 "iperf3 listening" sh -c "ip netns exec '$NS_S' ss -Hltn 'sport = :$IPERF_PORT' | grep -q ."
+  wait_for 10 "the echo server (see $STATE/echo.log)" alive "$NS_S" "$STATE/echo.pid"
+}
+
+write_env() {
+  local n=$1 i
+  {
+    echo "FDLAB=$P"
+    echo "FDLAB_STATE=$STATE"
+    echo "FDLAB_CA=$STATE/ca.pem"
+    echo "FDLAB_NS_GW=$NS_GW"
+    echo "FDLAB_NS_CLIENT=$NS_C"
+    echo "FDLAB_NS_SERVER=$NS_S"
+    echo "FDLAB_MTU=$MTU"
+    echo "FDLAB_EDGE_MTU=$EDGE_MTU"
+    echo "FDLAB_TUN_MTU=$TUN_MTU"
+    echo "FDLAB_GW_IF_CLIENT=gwc"
+    echo "FDLAB_GW_IF_SERVER=gws"
+    echo "FDLAB_GW_TUN_CLIENT=tunc"
+    echo "FDLAB_GW_TUN_SERVER=tuns"
+    echo "FDLAB_GW_TABLE_CLIENT=101"
+    echo "FDLAB_GW_TABLE_SERVER=102"
+    echo "FDLAB_GW_BRIDGE=brapp"
+    echo "FDLAB_GW_IP=198.18.0.1"
+    echo "FDLAB_GW_MAC=$GW_BR_MAC"
+    echo "FDLAB_GW_CLIENT_IP4=198.18.1.1"
+    echo "FDLAB_GW_CLIENT_IP6=fd00:fd:1::1"
+    echo "FDLAB_GW_SERVER_IP4=198.18.2.1"
+    echo "FDLAB_GW_SERVER_IP6=fd00:fd:2::1"
+    echo "FDLAB_CLIENT_IF=eth0"
+    echo "FDLAB_CLIENT_IP4=198.18.1.10"
+    echo "FDLAB_CLIENT_IP6=fd00:fd:1::10"
+    echo "FDLAB_SERVER_IF=eth0"
+    echo "FDLAB_SERVER_IP4=198.18.2.10"
+    echo "FDLAB_SERVER_IP4_IMG=198.18.2.11"
+    echo "FDLAB_SERVER_IP4_STS=198.18.2.12"
+    echo "FDLAB_SERVER_IP6=fd00:fd:2::10"
+    echo "FDLAB_HOST_WWW=$HOSTS_WWW"
+    echo "FDLAB_HOST_IMG=$HOSTS_IMG"
+    echo "FDLAB_HOST_STS=$HOSTS_STS"
+    echo "FDLAB_BIG_URL_PATH=/big.bin"
+    echo "FDLAB_BIG_SIZE=$BIG_SIZE"
+    echo "FDLAB_BIG_SHA256=$(cat "$STATE/big.bin.sha256")"
+    echo "FDLAB_PNG_URL_PATH=/cat.png"
+    echo "FDLAB_PNG_SHA256=$(sha256sum "$STATE/img/cat.png" | cut -d' ' -f1)"
+    echo "FDLAB_IPERF_PORT=$IPERF_PORT"
+    echo "FDLAB_ECHO_PORT=$ECHO_PORT"
+    echo "FDLAB_APPLIANCES=$n"
+    for ((i = 1; i <= n; i++)); do
+      echo "FDLAB_APP${i}_NS=$P-a$i"
+      echo "FDLAB_APP${i}_IF=dp0"
+      echo "FDLAB_APP${i}_IP=$(app_ip "$i")"
+      echo "FDLAB_APP${i}_MAC=$(app_mac "$i")"
+      echo "FDLAB_APP${i}_GW_IF=gwa$i"
+    done
+  } >"$STATE/lab.env.tmp"
+  mv "$STATE/lab.env.tmp" "$STATE/lab.env"
+}
+
+on_up_exit() {
+  local rc=$?
+  if [ $rc -ne 0 ] && [ -z "${FDLAB_KEEP:-}" ]; then
+    log "up failed, tearing down"
+    teardown
+  fi
+}
+
+cmd_up() {
+  local n=1
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --appliances) [ $# -ge 2 ] || usage; n=$2; shift 2 ;;
+      --appliances=*) n=${1#*=}; shift ;;
+      *) usage ;;
+    esac
+  done
+  if ! [[ $n =~ ^[1-9]$ ]] || [ "$n" -gt $MAX_APPS ]; then die "--appliances must be 1..$MAX_APPS"; fi
+  need_tools
+  take_lock
+  teardown
+  # A failed "up" leaves nothing behind (FDLAB_KEEP=1 keeps it to look at).
+  trap on_up_exit EXIT
+  mkdir -p "$STATE"
+  build_net "$n"
+  write_hosts
+  make_content
+  make_certs
+  write_nginx_conf
+  start_services
+  write_env "$n"
+  trap - EXIT
+  log "up: $n appliance(s); 'scripts/lab.sh env' describes it, state in $STATE"
+}
+
+cmd_down() {
+  take_lock
+  teardown
+}
+
+cmd_status() {
+  local ns up=0 n i
+  mapfile -t nss < <(lab_namespaces)
+  if [ ${#nss[@]} -eq 0 ]; then
+    echo "lab $P: down (no namespaces)"
+    return 1
+  fi
+  echo "lab $P: namespaces ${nss[*]}"
+  for ns in "${nss[@]}"; do
+    echo "== $ns"
+    ip -n "$ns" -br addr show | sed 's/^/  /'
+  done
+  [ -f "$STATE/lab.env" ] || { echo "lab $P: incomplete (no $STATE/lab.env)"; up=1; }
+  for ns in "$NS_GW" "$NS_C" "$NS_S"; do
+    printf '%s\n' "${nss[@]}" | grep -qx "$ns" || { echo "missing namespace $ns"; up=1; }
+  done
+  if [ -f "$STATE/lab.env" ]; then
+    n=$(sed -n 's/^FDLAB_APPLIANCES=//p' "$STATE/lab.env")
+    for ((i = 1; i <= n; i++)); do
+      printf '%s\n' "${nss[@]}" | grep -qx "$P-a$i" || { echo "missing namespace $P-a$i"; up=1; }
+    done
+  fi
+  local svc f
+  for svc in nginx:nginx/nginx.pid iperf3:iperf3.pid udp-echo:echo.pid; do
+    f=$STATE/${svc#*:}
+    if alive "$NS_S" "$f"; then
+      echo "$NS_S ${svc%%:*}: running (pid $(head -n1 "$f"))"
+    else
+      echo "$NS_S ${svc%%:*}: NOT running"
+      up=1
+    fi
+  done
+  if [ $up -eq 0 ]; then echo "lab $P: up"; else echo "lab $P: NOT fully up"; fi
+  return $up
+}
+
+cmd_env() {
+  [ -f "$STATE/lab.env" ] || die "lab $P is not up (no $STATE/lab.env)"
+  cat "$STATE/lab.env"
+}
+
+[ $# -ge 1 ] || usage
+[ "$(id -u)" = 0 ] || die "run as root (network namespaces)"
+# The real interpreter, not a pyenv shim that may behave differently under "ip netns exec".
+PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=
+[ -n "$PY" ] || PY=/usr/bin/python3
+cmd=$1; shift
+case $cmd in
+  up) cmd_up "$@" ;;
+  down) [ $# -eq 0 ] || usage; cmd_down ;;
+  status) [ $# -eq 0 ] || usage; cmd_status ;;
+  env) [ $# -eq 0 ] || usage; cmd_env ;;
+  -h|--help|help) usage ;;
+  *) usage ;;
+esac

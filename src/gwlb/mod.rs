@@ -1,0 +1,219 @@
+//! `flowdog gwlb`: a userspace Gateway Load Balancer for the lab (gwlb-facts.md).
+//!
+//! ```text
+//!  consumer ns ─▶ gw ns ─(policy route)─▶ TUN "tunc" ─▶ reader ─▶ Sim::from_side ─▶ raw IPv4 socket ─▶ target:6081
+//!  provider ns ─▶ gw ns ─(policy route)─▶ TUN "tuns" ─▶ reader ─┘
+//!  target ─▶ UDP socket :6081 ─▶ Sim::from_target (flow known? options unchanged? right target?)
+//!                                 └▶ inner packet written into the TUN ─▶ the kernel routes it to the other side
+//! ```
+//!
+//! The simulator runs outside the appliance and is not its fast path: plain threads, blocking
+//! sockets and one mutex around [`sim::Sim`] are what it needs.
+
+pub mod config;
+pub mod sim;
+
+use anyhow::{Context, Result};
+use config::GwlbConfig;
+use flowdog_core::build::OUTER_LEN;
+use sim::{DropCause, Ingress, Sim, SimCounters};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct GwlbOptions {
+    pub config: PathBuf,
+    /// Print the counters every this many seconds.
+    pub stats: Option<u64>,
+    /// Stop after this many seconds.
+    pub duration: Option<u64>,
+    /// Write the final counters here as JSON.
+    pub counters_out: Option<PathBuf>,
+}
+
+/// Largest packet on any path: an inner packet of up to 64 KiB plus the outer headers.
+const BUF: usize = 65536 + OUTER_LEN;
+
+type TunWriter = Arc<Mutex<tun::Writer>>;
+
+fn lock(sim: &Mutex<Sim>) -> std::sync::MutexGuard<'_, Sim> {
+    // A thread that panicked holding the lock left consistent data (every update is one call).
+    sim.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes an inner packet into a side's TUN; the kernel routes it on.
+fn deliver(writer: &TunWriter, packet: &[u8], sim: &Mutex<Sim>) {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    if w.write(packet).is_err() {
+        lock(sim).count_drop(DropCause::SendFailed);
+    }
+}
+
+pub fn run(opts: &GwlbOptions) -> Result<()> {
+    let cfg = GwlbConfig::load(&opts.config)?;
+    let seed = {
+        let mut b = [0u8; 8];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("/dev/urandom")?;
+        u64::from_ne_bytes(b)
+    };
+    let mut readers = Vec::new();
+    let mut writers: Vec<TunWriter> = Vec::new();
+    for side in &cfg.sides {
+        let mut tc = tun::Configuration::default();
+        tc.tun_name(&side.tun);
+        let dev = tun::create(&tc).with_context(|| {
+            format!(
+                "{}.tun: cannot open TUN device '{}' (does it exist here? scripts/lab.sh up makes it)",
+                side.name, side.tun
+            )
+        })?;
+        let (r, w) = dev.split();
+        readers.push(r);
+        writers.push(Arc::new(Mutex::new(w)));
+    }
+    // IPPROTO_RAW: we write the outer IPv4 header ourselves; the kernel routes and resolves.
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+        .context("raw IPv4 socket (needs root)")?;
+    let udp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("UDP socket")?;
+    // Bursts from the targets (iperf3 at full speed) outrun one reader thread for a moment: a
+    // large buffer (capped by net.core.rmem_max) absorbs them instead of the kernel dropping.
+    let _ = udp.set_recv_buffer_size(8 << 20);
+    let _ = raw.set_send_buffer_size(8 << 20);
+    udp.bind(&SockAddr::from(SocketAddrV4::new(cfg.ip, flowdog_wire::geneve::UDP_PORT)))
+        .with_context(|| format!("ip: cannot bind UDP {}:6081 (is the address on an interface here?)", cfg.ip))?;
+    let udp: UdpSocket = udp.into();
+    udp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let targets: Vec<String> = cfg.targets.iter().map(|t| t.ip.to_string()).collect();
+    eprintln!(
+        "flowdog gwlb: {} on {}, consumer {} / provider {}, targets [{}]{}",
+        cfg.ip,
+        flowdog_wire::geneve::UDP_PORT,
+        cfg.sides[0].tun,
+        cfg.sides[1].tun,
+        targets.join(", "),
+        if cfg.loopback { " (loopback: no appliance)" } else { "" }
+    );
+
+    let sim = Arc::new(Mutex::new(Sim::new(cfg, seed)));
+    let raw = Arc::new(raw);
+    let start = Instant::now();
+    let now_ms = move || start.elapsed().as_millis() as u64;
+
+    for (side, mut reader) in readers.into_iter().enumerate() {
+        let (sim, raw, writers) = (sim.clone(), raw.clone(), writers.clone());
+        std::thread::Builder::new().name(format!("gwlb-side{side}")).spawn(move || {
+            let mut buf = vec![0u8; BUF];
+            loop {
+                let n = match reader.read(&mut buf[OUTER_LEN..]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        eprintln!("flowdog gwlb: side {side}: TUN read failed: {e}");
+                        return;
+                    }
+                };
+                let packet = &mut buf[..OUTER_LEN + n];
+                let verdict = lock(&sim).from_side(side, packet, now_ms());
+                match verdict {
+                    Ok(Ingress::Send { dst, len, .. }) => {
+                        if raw.send_to(&packet[..len], &SockAddr::from(SocketAddrV4::new(dst, 0))).is_err() {
+                            lock(&sim).count_drop(DropCause::SendFailed);
+                        }
+                    }
+                    Ok(Ingress::Loop { to_side }) => deliver(&writers[to_side], &packet[OUTER_LEN..], &sim),
+                    Err(_) => {} // counted by the simulator
+                }
+            }
+        })?;
+    }
+
+    {
+        let (sim, writers) = (sim.clone(), writers.clone());
+        std::thread::Builder::new().name("gwlb-return".into()).spawn(move || {
+            let mut buf = vec![0u8; BUF];
+            let mut logged = 0;
+            loop {
+                let (n, from) = match udp.recv_from(&mut buf) {
+                    Ok(r) => r,
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        continue
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        eprintln!("flowdog gwlb: UDP receive failed: {e}");
+                        return;
+                    }
+                };
+                let IpAddr::V4(src) = from.ip() else { continue };
+                let verdict = lock(&sim).from_target(src, &buf[..n], now_ms());
+                match verdict {
+                    Ok(d) => deliver(&writers[d.to_side], &buf[d.offset..d.offset + d.len], &sim),
+                    // The first few, in detail: a strict GWLB's drops are what a user debugs.
+                    Err(cause) if logged < 20 => {
+                        logged += 1;
+                        let detail = std::mem::take(&mut lock(&sim).last_drop_detail);
+                        eprintln!("flowdog gwlb: dropped a packet from target {src}: {} {detail}", cause.name());
+                    }
+                    Err(_) => {}
+                }
+            }
+        })?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let mut last_stats = Instant::now();
+    let mut last_expire = Instant::now();
+    while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed().as_secs() < d) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_expire.elapsed() >= Duration::from_secs(1) {
+            lock(&sim).expire(now_ms());
+            last_expire = Instant::now();
+        }
+        if let Some(s) = opts.stats {
+            if last_stats.elapsed() >= Duration::from_secs(s) {
+                print_counters(&lock(&sim).counters());
+                last_stats = Instant::now();
+            }
+        }
+    }
+    let c = lock(&sim).counters();
+    print_counters(&c);
+    if let Some(path) = &opts.counters_out {
+        std::fs::write(path, serde_json::to_string_pretty(&c)?).with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A few readable lines: per target, flows, drops by cause.
+pub fn print_counters(c: &SimCounters) {
+    for t in &c.targets {
+        println!(
+            "gwlb target {:<15} {:<9} sent {:>9} pkts {:>12} B  back {:>9} pkts {:>12} B  flows {}",
+            t.ip,
+            if t.healthy { "healthy" } else { "UNHEALTHY" },
+            t.tx_packets,
+            t.tx_bytes,
+            t.rx_packets,
+            t.rx_bytes,
+            t.flows
+        );
+    }
+    let mut drops: Vec<_> = c.drops.iter().filter(|(_, n)| **n > 0).collect();
+    drops.sort();
+    let drops: Vec<String> = drops.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "gwlb flows active {} created {} expired {} rebalanced {}; looped {}; drops: {}",
+        c.flows_active,
+        c.flows_created,
+        c.flows_expired,
+        c.flows_rebalanced,
+        c.looped_packets,
+        if drops.is_empty() { "none".to_string() } else { drops.join(", ") }
+    );
+}

@@ -1,0 +1,166 @@
+"""The lab of scripts/lab.sh, driven from Python: client and server namespaces, the GWLB
+simulator (`flowdog gwlb`) in the gw namespace, appliances (`flowdog run` on DPDK's
+net_af_packet) in their own namespaces. Each test module gets its own prefix, so labs never
+collide, and everything is torn down afterwards (`lab.sh down`).
+"""
+import json
+import os
+import pathlib
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FLOWDOG = os.environ.get("FLOWDOG_BIN", str(ROOT / "target" / "debug" / "flowdog"))
+LAB = str(ROOT / "scripts" / "lab.sh")
+
+
+def sh(*args, check=True, env=None, timeout=120, **kw):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, env=env, timeout=timeout, **kw)
+
+
+class Proc:
+    """A background process whose output is kept, started inside a namespace."""
+
+    def __init__(self, ns, args, ready=None, timeout=30):
+        self.lines = []
+        self.p = subprocess.Popen(["ip", "netns", "exec", ns, *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if ready is None:
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
+            if r:
+                line = self.p.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line)
+                if ready in line:
+                    return
+        self.kill()
+        raise RuntimeError(f"{args[0]} did not start:\n" + "".join(self.lines))
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait, and return the exit status."""
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            rest, _ = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rest, _ = self.p.communicate()
+        self.lines.append(rest or "")
+        return self.p.returncode
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.communicate()
+
+    def output(self):
+        return "".join(self.lines)
+
+
+class GwLab:
+    def __init__(self, prefix, appliances=1):
+        self.prefix = prefix
+        self.n = appliances
+        self.env = dict(os.environ, FDLAB=prefix)
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"flowdog-{prefix}-"))
+        self.apps = {}
+        self.gwlb = None
+        self.vars = {}
+
+    def __enter__(self):
+        sh(LAB, "up", "--appliances", str(self.n), env=self.env, timeout=300)
+        for line in sh(LAB, "env", env=self.env).stdout.splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                self.vars[k] = v.strip().strip("'\"")
+        return self
+
+    def __exit__(self, *exc):
+        for a in list(self.apps.values()):
+            a.kill()
+        if self.gwlb is not None:
+            self.gwlb.kill()
+        sh(LAB, "down", env=self.env, check=False, timeout=120)
+        for i in range(1, self.n + 1):
+            shutil.rmtree(f"/var/run/dpdk/{self.prefix}-a{i}", ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def ns(self, role):
+        return {"client": self.vars["FDLAB_NS_CLIENT"], "server": self.vars["FDLAB_NS_SERVER"],
+                "gw": self.vars["FDLAB_NS_GW"]}[role]
+
+    def app_ns(self, i):
+        return self.vars[f"FDLAB_APP{i}_NS"]
+
+    def app_ip(self, i):
+        return self.vars[f"FDLAB_APP{i}_IP"]
+
+    def start_appliance(self, i, cpu=1, extra=""):
+        cfg = f"""
+[eal]
+args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
+vdevs = ["net_af_packet0,iface={self.vars[f'FDLAB_APP{i}_IF']}"]
+file_prefix = "{self.prefix}-a{i}"
+hugepages = "off"
+
+[port]
+name = "net_af_packet0"
+mbufs_per_worker = 8191
+
+[appliance]
+ip = "{self.app_ip(i)}"
+mac = "{self.vars[f'FDLAB_APP{i}_MAC']}"
+
+[workers]
+cpus = [{cpu}]
+control_cpu = 0
+{extra}
+"""
+        path = self.dir / f"app{i}.toml"
+        path.write_text(cfg)
+        counters = self.dir / f"app{i}.json"
+        self.apps[i] = Proc(self.app_ns(i), [FLOWDOG, "run", "--config", str(path), "--counters-out", str(counters)],
+                            ready="flowdog: ready")
+        self.apps[i].counters_path = counters
+        return self.apps[i]
+
+    def stop_appliance(self, i):
+        a = self.apps.pop(i)
+        rc = a.stop()
+        assert rc == 0, f"appliance {i} exited with {rc}:\n{a.output()}"
+        return json.loads(a.counters_path.read_text())
+
+    def start_gwlb(self, targets, extra=""):
+        t = "".join(f'[[targets]]\nip = "{ip}"\n' for ip in targets)
+        cfg = f"""
+ip = "{self.vars['FDLAB_GW_IP']}"
+consumer = {{ tun = "{self.vars['FDLAB_GW_TUN_CLIENT']}", vpc_endpoint_id = "vpce-0c0c0c0c0c0c0c0c0" }}
+provider = {{ tun = "{self.vars['FDLAB_GW_TUN_SERVER']}", vpc_endpoint_id = "vpce-05e5e5e5e5e5e5e5e" }}
+{t}
+{extra}
+"""
+        path = self.dir / "gwlb.toml"
+        path.write_text(cfg)
+        self.gwlb_counters = self.dir / "gwlb.json"
+        self.gwlb = Proc(self.ns("gw"), [FLOWDOG, "gwlb", "--config", str(path),
+                                         "--counters-out", str(self.gwlb_counters)], ready="flowdog gwlb:")
+        time.sleep(0.3)
+        return self.gwlb
+
+    def stop_gwlb(self):
+        rc = self.gwlb.stop()
+        out = self.gwlb.output()
+        self.gwlb = None
+        assert rc == 0, f"gwlb exited with {rc}:\n{out}"
+        return json.loads(self.gwlb_counters.read_text())
+
+    def run(self, role, *args, check=True, timeout=60):
+        return sh("ip", "netns", "exec", self.ns(role), *args, check=check, timeout=timeout)
