@@ -27,7 +27,15 @@ fn bench(c: &mut Criterion) {
     for flows in [1u32, 1_000, 100_000] {
         let mut fr = frames(flows, 64);
         let mut fp = FastPath::new(
-            FastPathConfig { ip: ADDR, mac: MAC, outer_ttl: 64, worker: 0, workers: 1, verify_ipv4_checksum: true },
+            FastPathConfig {
+                ip: ADDR,
+                mac: MAC,
+                outer_ttl: 64,
+                worker: 0,
+                workers: 1,
+                verify_ipv4_checksum: true,
+                control: false,
+            },
             Policy::default(),
             FlowTableConfig { capacity: 262_144, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1 },
         );

@@ -14,7 +14,15 @@ fn main() {
     let mac = [2, 0, 0, 0, 0, 2];
     let mut frames = looped_frames(flows, 64, addr, mac);
     let mut fp = FastPath::new(
-        FastPathConfig { ip: addr, mac, outer_ttl: 64, worker: 0, workers: 1, verify_ipv4_checksum: true },
+        FastPathConfig {
+            ip: addr,
+            mac,
+            outer_ttl: 64,
+            worker: 0,
+            workers: 1,
+            verify_ipv4_checksum: true,
+            control: false,
+        },
         Policy::default(),
         FlowTableConfig { capacity: 262_144, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1 },
     );

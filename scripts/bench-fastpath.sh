@@ -371,6 +371,9 @@ control_cpu = $CTL_CPU
 
 [flows]
 capacity = 262144
+
+[control]
+drain_seconds = 0
 EOF
         start_bg "$limit" "$dlog" "$FLOWDOG" run --config "$cfg" --duration "$limit" --counters-out "$counters"
     fi

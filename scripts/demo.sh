@@ -57,6 +57,9 @@ ip = "198.18.0.2"
 cpus = [1]
 control_cpu = 0
 
+[control]
+drain_seconds = 0
+
 [[policy.rules]]
 name = "no-telnet"
 protocol = "tcp"

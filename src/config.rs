@@ -23,6 +23,37 @@ pub struct Config {
     pub flows: FlowsConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// The control interface: the appliance's own TCP endpoint (health checks), run by the control
+/// plane on smoltcp, and the shutdown behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// TCP ports answered on the appliance's address: a TCP health check connects, an HTTP one
+    /// gets `GET /healthz` (or `/`) 200 while every worker runs and the appliance is not
+    /// draining, 503 otherwise. GWLB's default health check is TCP (or HTTP) on port 80.
+    #[serde(default = "default_health_ports")]
+    pub health_ports: Vec<u16>,
+    /// On SIGTERM (or SIGINT): answer 503 and keep serving existing flows this long, then stop.
+    /// A second signal stops at once. 0: stop at the first signal.
+    #[serde(default = "default_drain")]
+    pub drain_seconds: f64,
+}
+
+fn default_health_ports() -> Vec<u16> {
+    vec![80]
+}
+fn default_drain() -> f64 {
+    10.0
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { health_ports: default_health_ports(), drain_seconds: default_drain() }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -256,6 +287,13 @@ impl Config {
         }
         if let Some(m) = &self.appliance.mac {
             parse_mac(m).map_err(|e| anyhow!("appliance.mac: {e}"))?;
+        }
+        let c = &self.control;
+        if c.health_ports.contains(&0) || c.health_ports.len() > 8 {
+            bail!("control.health_ports: {:?}: ports 1..=65535, at most 8 of them", c.health_ports);
+        }
+        if !(0.0..=3600.0).contains(&c.drain_seconds) {
+            bail!("control.drain_seconds: {} is outside 0..=3600", c.drain_seconds);
         }
         self.policy()?;
         if !self.production && !self.eal.args.iter().any(|a| a == "--no-pci") {

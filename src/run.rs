@@ -2,15 +2,17 @@
 //! (periodic stats, signals, shutdown, the final report).
 
 use crate::config::{parse_hex, parse_mac, Config};
-use crate::worker::{Timers, Worker};
+use crate::control::{ControlIf, Health};
+use crate::worker::{ControlLink, Timers, Worker};
 use anyhow::{anyhow, bail, Context, Result};
 use flowdog_core::counters::{CounterSlot, Counters};
 use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig};
 use flowdog_dpdk::eal::{set_thread_affinity, tsc_hz};
-use flowdog_dpdk::{Eal, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer};
+use flowdog_dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer};
+use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,10 +91,27 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    // The control interface's rings: one from every worker, one back to worker 0 (which
+    // transmits for it), and a heartbeat per worker.
+    let control_socket = eal.lcore_socket(eal.main_lcore()) as i32;
+    let (mut control_tx, control_tx_rx) = Ring::create("fd_ctl_tx", 1024, socket(0))?;
+    let mut control_tx_rx = Some(control_tx_rx);
+    let mut from_workers = Vec::with_capacity(n);
+    let mut links = Vec::with_capacity(n);
+    let heartbeats: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (i, beat) in heartbeats.iter().enumerate() {
+        let (p, c) = Ring::create(&format!("fd_ctl_{i}"), 1024, control_socket)?;
+        from_workers.push(c);
+        links.push(ControlLink {
+            to_control: Some(p),
+            from_control: if i == 0 { control_tx_rx.take() } else { None },
+            heartbeat: beat.clone(),
+        });
     }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
     let hz = tsc_hz();
     let table = FlowTableConfig {
         capacity: cfg.flows.capacity,
@@ -102,7 +121,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     };
     let timers = Timers::from_hz(hz, cfg.workers.tx_flush_us);
     let slots: Vec<Arc<CounterSlot>> = (0..n).map(|_| Arc::new(CounterSlot::default())).collect();
-    for (i, (ins, outs)) in inbound.into_iter().zip(outbound).enumerate() {
+    for (i, ((ins, outs), link)) in inbound.into_iter().zip(outbound).zip(links).enumerate() {
         let fast = FastPath::new(
             FastPathConfig {
                 ip: cfg.appliance.ip,
@@ -111,6 +130,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 worker: i,
                 workers: n,
                 verify_ipv4_checksum: cfg.appliance.verify_ipv4_checksum,
+                control: true,
             },
             policy.clone(),
             table,
@@ -125,6 +145,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             slots[i].clone(),
             stop.clone(),
             timers,
+            link,
         );
         eal.launch(lcores[i], move || w.run())?;
     }
@@ -140,18 +161,59 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     std::io::stdout().flush().ok();
 
     let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
     let mut last_stats = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if opts.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
+    let mut control = ControlIf::new(cfg.appliance.ip, mac, &cfg.control.health_ports, now_ms());
+    let mut burst = Burst::<32>::new();
+    let mut alive = Liveness::new(heartbeats);
+    let mut drain_until: Option<Instant> = None;
+    let mut control_nombuf = 0u64;
+    'control: loop {
+        for _ in signals.pending() {
+            if drain_until.is_some() || cfg.control.drain_seconds <= 0.0 {
+                break 'control;
+            }
+            drain_until = Some(Instant::now() + Duration::from_secs_f64(cfg.control.drain_seconds));
+            println!(
+                "flowdog: draining for {} s: health checks answer 503, existing flows are served; \
+                 a second signal stops at once",
+                cfg.control.drain_seconds
+            );
+            std::io::stdout().flush().ok();
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d)
+            || opts.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+        {
             break;
         }
+        // The control interface: frames from the workers in, smoltcp, frames out via worker 0.
+        for ring in &mut from_workers {
+            ring.dequeue_burst(&mut burst);
+            while let Some(m) = burst.next() {
+                control.ingest(m.data());
+            }
+        }
+        let health = if drain_until.is_some() {
+            Health::Draining
+        } else if !alive.all_alive() {
+            Health::WorkerDown
+        } else {
+            Health::Healthy
+        };
+        for frame in control.poll(now_ms(), health) {
+            match Mbuf::from_bytes(&pools[0], &frame) {
+                Ok(m) => control_tx.push(m),
+                Err(_) => control_nombuf += 1,
+            }
+        }
+        control_tx.flush();
         if let Some(every) = opts.stats {
             if last_stats.elapsed().as_secs_f64() >= every {
                 last_stats = Instant::now();
                 print_stats_line(start.elapsed().as_secs_f64(), &sum(&slots));
             }
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
     stop.store(true, Ordering::Relaxed);
     let failed = eal.wait_all();
@@ -160,8 +222,25 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let pstats = port.stats().ok();
     let xstats = port.xstats().unwrap_or_default();
     println!("flowdog: stopped after {:.1}s; final counters:", start.elapsed().as_secs_f64());
+    let cc = control.counters;
+    let control_named = [
+        ("control_rx_frames", cc.rx_frames),
+        ("control_tx_frames", cc.tx_frames),
+        ("control_rx_dropped", cc.rx_dropped),
+        ("control_tx_no_peer", cc.tx_no_peer),
+        ("control_tx_ring_full", control_tx.full),
+        ("control_tx_nombuf", control_nombuf),
+        ("control_http_requests", cc.http_requests),
+        ("control_http_ok", cc.http_ok),
+        ("control_http_unavailable", cc.http_unavailable),
+    ];
     for (name, v) in total.named() {
         if v != 0 || !name.starts_with("drop_") {
+            println!("  {name:<28} {v}");
+        }
+    }
+    for (name, v) in control_named {
+        if v != 0 {
             println!("  {name:<28} {v}");
         }
     }
@@ -182,9 +261,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             "total": obj(&total),
             "workers": per_worker.iter().map(obj).collect::<Vec<_>>(),
             "xstats": serde_json::Value::Object(xstats.into_iter().map(|(k, v)| (k, v.into())).collect()),
+            "control": serde_json::Value::Object(control_named.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect()),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("{}", path.display()))?;
     }
+    // Every DPDK object goes before the EAL does (rings and mbufs freed after rte_eal_cleanup crash).
+    drop(control_tx);
+    drop(from_workers);
+    drop(burst);
     port.stop_and_close();
     drop(eal);
     // DPDK 22.11 leaves its runtime directory (config, fbarray files) behind after cleanup.
@@ -226,4 +310,34 @@ fn print_stats_line(t: f64, c: &Counters) {
         c.total_drops()
     );
     std::io::stdout().flush().ok();
+}
+
+/// Which workers still publish: a worker writes its heartbeat (the TSC) every ~10 ms; one that
+/// has not for half a second (after the first two, which start-up may take) is stuck or dead,
+/// and the health check says so.
+struct Liveness {
+    beats: Vec<Arc<AtomicU64>>,
+    last: Vec<(u64, Instant)>,
+    started: Instant,
+}
+
+impl Liveness {
+    fn new(beats: Vec<Arc<AtomicU64>>) -> Liveness {
+        let now = Instant::now();
+        let last = beats.iter().map(|_| (0, now)).collect();
+        Liveness { beats, last, started: now }
+    }
+
+    fn all_alive(&mut self) -> bool {
+        let now = Instant::now();
+        let mut ok = true;
+        for (b, (value, seen)) in self.beats.iter().zip(self.last.iter_mut()) {
+            let v = b.load(Ordering::Relaxed);
+            if v != *value {
+                (*value, *seen) = (v, now);
+            }
+            ok &= now.duration_since(*seen) <= Duration::from_millis(500);
+        }
+        ok || now.duration_since(self.started) < Duration::from_secs(2)
+    }
 }

@@ -13,7 +13,7 @@ use flowdog_core::counters::{CounterSlot, DropCause};
 use flowdog_core::{FastPath, Pending, Stage, Verdict};
 use flowdog_dpdk::eal::{prefetch, rdtsc};
 use flowdog_dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const BURST: usize = 32;
@@ -37,6 +37,12 @@ pub struct Worker {
     pending: [Pending; BURST],
     /// Packets steered to a worker without a ring (never expected), counted with `ring_full`.
     unroutable: u64,
+    /// The control plane's interface: frames for the appliance itself go out on the first ring;
+    /// worker 0 also transmits what the control plane sends back on the second.
+    control: Option<RingProducer>,
+    control_tx: Option<RingConsumer>,
+    /// Written at every publish (TSC): the control plane's proof that this worker runs.
+    heartbeat: Arc<AtomicU64>,
     flush_ticks: u64,
     tick_ticks: u64,
     publish_ticks: u64,
@@ -59,6 +65,21 @@ impl Timers {
     }
 }
 
+/// A worker's links to the control plane.
+pub struct ControlLink {
+    pub to_control: Option<RingProducer>,
+    /// Worker 0 only: frames the control plane transmits.
+    pub from_control: Option<RingConsumer>,
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+impl ControlLink {
+    /// No control plane: the frames for the appliance itself are dropped as `control_ring_full`.
+    pub fn none() -> ControlLink {
+        ControlLink { to_control: None, from_control: None, heartbeat: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
 impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -71,6 +92,7 @@ impl Worker {
         slot: Arc<CounterSlot>,
         stop: Arc<AtomicBool>,
         timers: Timers,
+        control: ControlLink,
     ) -> Worker {
         Worker {
             index,
@@ -85,6 +107,9 @@ impl Worker {
             held: [const { None }; BURST],
             pending: [Pending::default(); BURST],
             unroutable: 0,
+            control: control.to_control,
+            control_tx: control.from_control,
+            heartbeat: control.heartbeat,
             flush_ticks: timers.flush,
             tick_ticks: timers.tick,
             publish_ticks: timers.publish,
@@ -119,6 +144,17 @@ impl Worker {
         }
         for p in self.outbound.iter_mut().flatten() {
             p.flush();
+        }
+        if let Some(c) = &mut self.control {
+            c.flush();
+        }
+        if let Some(rx) = &mut self.control_tx {
+            if rx.dequeue_burst(&mut self.burst) > 0 {
+                while let Some(m) = self.burst.next() {
+                    self.fast.counters.from_control += 1;
+                    self.tx.push(m);
+                }
+            }
         }
         if now.wrapping_sub(self.last_flush) >= self.flush_ticks {
             self.tx.flush();
@@ -189,6 +225,10 @@ impl Worker {
                 // The fast path only steers to workers that exist; count it if that ever breaks.
                 None => self.unroutable += 1,
             },
+            Verdict::Control => match &mut self.control {
+                Some(c) => c.push(m),
+                None => self.fast.counters.drop(DropCause::ControlRingFull),
+            },
             Verdict::Drop => drop(m),
         }
     }
@@ -208,7 +248,11 @@ impl Worker {
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =
             self.outbound.iter().flatten().map(|p| p.full).sum::<u64>() + self.unroutable;
+        if let Some(p) = &self.control {
+            c.drops[DropCause::ControlRingFull as usize] = p.full;
+        }
         c.flows_active = self.fast.table.len() as u64;
         self.slot.publish(c);
+        self.heartbeat.store(rdtsc(), Ordering::Relaxed);
     }
 }

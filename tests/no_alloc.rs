@@ -6,7 +6,7 @@
 //! back and injects them again, so the same mbufs circulate. Allocations are counted per thread,
 //! so the EAL's own service threads cannot disturb the count.
 
-use flowdog::worker::{Timers, Worker};
+use flowdog::worker::{ControlLink, Timers, Worker};
 use flowdog_core::build::{GwlbFrame, Inner};
 use flowdog_core::counters::CounterSlot;
 use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig, Policy};
@@ -117,6 +117,7 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
                 worker: i,
                 workers: 2,
                 verify_ipv4_checksum: true,
+                control: false,
             },
             Policy::default(),
             table,
@@ -134,6 +135,7 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
         slot0.clone(),
         stop.clone(),
         timers,
+        ControlLink::none(),
     );
     let mut w1 = Worker::new(
         1,
@@ -145,6 +147,7 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
         slot1.clone(),
         stop.clone(),
         timers,
+        ControlLink::none(),
     );
 
     // 32 flows (one burst: the ring port loops its transmit queue back to its receive queue,

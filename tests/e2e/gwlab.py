@@ -103,7 +103,7 @@ class GwLab:
     def app_ip(self, i):
         return self.vars[f"FDLAB_APP{i}_IP"]
 
-    def start_appliance(self, i, cpu=1, extra=""):
+    def start_appliance(self, i, cpu=1, extra="", drain=0):
         cfg = f"""
 [eal]
 args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
@@ -122,6 +122,9 @@ mac = "{self.vars[f'FDLAB_APP{i}_MAC']}"
 [workers]
 cpus = [{cpu}]
 control_cpu = 0
+
+[control]
+drain_seconds = {drain}
 {extra}
 """
         path = self.dir / f"app{i}.toml"

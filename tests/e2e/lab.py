@@ -78,6 +78,9 @@ ip = "{APPLIANCE_IP}"
 cpus = [{cpus}]
 control_cpu = 0
 
+[control]
+drain_seconds = 0
+
 {self.config_extra}
 """
         (self.dir / "flowdog.toml").write_text(cfg)

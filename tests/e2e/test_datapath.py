@@ -178,7 +178,7 @@ def malformed(lab):
         ("geneve_bad_protocol", raw(e / IP(src=GWLB_IP, dst=APPLIANCE_IP) / UDP(sport=5, dport=6081)
                                     / GENEVE(proto=0x6558, options=aws_options(5)) / inner)),
         ("ipv4_not_for_us", raw(e / IP(src=GWLB_IP, dst="198.18.0.77") / UDP(sport=5, dport=6081) / Raw(good[gen_at:]))),
-        ("local_tcp", raw(e / IP(src=GWLB_IP, dst=APPLIANCE_IP) / TCP(dport=80))),
+        ("local_protocol", raw(e / IP(src=GWLB_IP, dst=APPLIANCE_IP, proto=47) / Raw(b"gre" * 8))),
         ("eth_not_for_us", raw(Ether(src=lab.gw_mac, dst="02:11:22:33:44:55") / IP(src=GWLB_IP, dst=APPLIANCE_IP)
                                / UDP(sport=5, dport=6081) / Raw(good[gen_at:]))),
         ("eth_unsupported", raw(Ether(src=lab.gw_mac, dst=lab.app_mac, type=0x88B5) / Raw(b"x" * 46))),

@@ -49,7 +49,7 @@ drop_causes! {
     IcmpMalformed => "icmp_malformed",
     /// ICMP to us other than echo request.
     IcmpUnsupported => "icmp_unsupported",
-    /// TCP to the appliance's own address (the health-check responder is not built yet).
+    /// TCP to the appliance's own address when it runs without a control interface.
     LocalTcp => "local_tcp",
     /// Another IP protocol to the appliance's own address.
     LocalProtocol => "local_protocol",
@@ -75,6 +75,8 @@ drop_causes! {
     RingFull => "ring_full",
     /// The PMD refused the packet on transmit.
     TxRefused => "tx_refused",
+    /// The ring to the control plane's interface was full (health checks flooding in).
+    ControlRingFull => "control_ring_full",
 }
 
 /// A worker's counters. Plain integers: only the owning worker writes them.
@@ -107,6 +109,10 @@ pub struct Counters {
     /// Flows whose Geneve header was too long to store whole.
     pub geneve_header_too_long: u64,
     pub flows_active: u64,
+    /// Frames for the appliance itself handed to the control interface (health checks).
+    pub to_control: u64,
+    /// Frames from the control interface transmitted by this worker.
+    pub from_control: u64,
     pub drops: [u64; DropCause::COUNT],
 }
 
@@ -161,6 +167,8 @@ impl Counters {
         "cookie_changes",
         "geneve_header_too_long",
         "flows_active",
+        "to_control",
+        "from_control",
     ];
     const LEN: usize = Self::SCALARS.len() + DropCause::COUNT;
 
@@ -184,6 +192,8 @@ impl Counters {
             self.cookie_changes,
             self.geneve_header_too_long,
             self.flows_active,
+            self.to_control,
+            self.from_control,
         ];
         a[..s.len()].copy_from_slice(&s);
         a[s.len()..].copy_from_slice(&self.drops);
@@ -211,6 +221,8 @@ impl Counters {
             cookie_changes: a[14],
             geneve_header_too_long: a[15],
             flows_active: a[16],
+            to_control: a[17],
+            from_control: a[18],
             drops,
         }
     }

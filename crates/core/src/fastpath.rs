@@ -36,6 +36,9 @@ pub enum Verdict {
     TransmitLen(usize),
     /// Another worker owns the flow: hand the frame, untouched, to that worker.
     Steer(usize),
+    /// For the appliance itself (TCP to its address: health checks): hand the frame to the
+    /// control plane's interface.
+    Control,
     /// Drop (already counted by cause).
     Drop,
 }
@@ -106,6 +109,9 @@ pub struct FastPathConfig {
     pub workers: usize,
     /// Verify the outer IPv4 header checksum (off when the NIC already checked it).
     pub verify_ipv4_checksum: bool,
+    /// Hand TCP to the appliance's own address to the control plane ([`Verdict::Control`]);
+    /// without a control interface it is dropped as `local_tcp`.
+    pub control: bool,
 }
 
 /// One worker's sans-IO fast path: its flow table, policy and counters.
@@ -239,6 +245,10 @@ impl FastPath {
         match ip.protocol() {
             ip_protocol::UDP => {}
             ip_protocol::ICMP => return self.icmp_echo(f, ihl).map(Stage::Done),
+            ip_protocol::TCP if self.cfg.control => {
+                self.counters.to_control += 1;
+                return Ok(Stage::Done(Verdict::Control));
+            }
             ip_protocol::TCP => return Err(DropCause::LocalTcp),
             _ => return Err(DropCause::LocalProtocol),
         }
@@ -647,6 +657,7 @@ mod tests {
                 worker,
                 workers,
                 verify_ipv4_checksum: true,
+                control: false,
             },
             policy,
             FlowTableConfig { capacity: 256, tcp_idle: 350, other_idle: 120, closed: 10 },

@@ -16,6 +16,7 @@ thread_local! {
             worker: 0,
             workers: 2,
             verify_ipv4_checksum: false,
+            control: true,
         },
         Policy {
             rules: vec![Rule {
