@@ -47,7 +47,7 @@ enum Cmd {
         /// Stop after SECS seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
-        /// Write the final counters as JSON to FILE.
+        /// Write the counters as JSON to FILE, every second and on exit.
         #[arg(long, value_name = "FILE")]
         counters_out: Option<PathBuf>,
     },

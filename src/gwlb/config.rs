@@ -40,6 +40,28 @@ pub struct Target {
     pub ip: Ipv4Addr,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckProtocol {
+    Tcp,
+    Http,
+    Https,
+}
+
+/// The target group's health check (gwlb-facts.md §7).
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub protocol: CheckProtocol,
+    pub port: u16,
+    /// HTTP and HTTPS only.
+    pub path: String,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// HTTP status codes that pass, inclusive.
+    pub matcher: (u16, u16),
+}
+
 #[derive(Debug, Clone)]
 pub struct GwlbConfig {
     /// The GWLB's own address on the appliances' network (outer source of what it sends).
@@ -58,6 +80,8 @@ pub struct GwlbConfig {
     /// With no appliance at all: hand every packet straight to the other side (the baseline of
     /// the benchmarks: what the simulator itself costs).
     pub loopback: bool,
+    /// None: no checks, every target counts as healthy.
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +109,19 @@ struct RawFlows {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHealth {
+    protocol: Option<String>,
+    port: Option<u16>,
+    path: Option<String>,
+    interval_s: Option<f64>,
+    timeout_s: Option<f64>,
+    healthy_threshold: Option<u32>,
+    unhealthy_threshold: Option<u32>,
+    matcher: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     ip: String,
     outer_ttl: Option<u8>,
@@ -95,6 +132,7 @@ struct Raw {
     targets: Vec<RawTarget>,
     #[serde(default)]
     flows: RawFlows,
+    health_check: Option<RawHealth>,
 }
 
 impl GwlbConfig {
@@ -151,7 +189,9 @@ impl GwlbConfig {
         if !(1280..=65535).contains(&max_inner_len) {
             bail!("flows.max_inner_len: {max_inner_len} is outside 1280..=65535 (AWS: 8500)");
         }
+        let health_check = raw.health_check.as_ref().map(health_check).transpose()?;
         Ok(GwlbConfig {
+            health_check,
             ip,
             outer_ttl: raw.outer_ttl.unwrap_or(64),
             sides,
@@ -164,6 +204,56 @@ impl GwlbConfig {
             loopback,
         })
     }
+}
+
+fn health_check(r: &RawHealth) -> Result<HealthCheck> {
+    use std::time::Duration;
+    let protocol = match r.protocol.as_deref().unwrap_or("tcp") {
+        "tcp" => CheckProtocol::Tcp,
+        "http" => CheckProtocol::Http,
+        "https" => CheckProtocol::Https,
+        p => bail!("health_check.protocol: '{p}' is not one of tcp, http, https"),
+    };
+    // AWS allows 5-300 s and 2-120 s; the lab's tests check faster, so anything from 0.1 s.
+    let interval = r.interval_s.unwrap_or(10.0);
+    if !(0.1..=300.0).contains(&interval) {
+        bail!("health_check.interval_s: {interval} is outside 0.1..=300 (AWS: 5-300, default 10)");
+    }
+    let timeout = r.timeout_s.unwrap_or(5.0_f64.min(interval));
+    if !(0.05..=120.0).contains(&timeout) || timeout > interval {
+        bail!("health_check.timeout_s: {timeout} must be in 0.05..=120 and at most interval_s ({interval})");
+    }
+    let threshold = |name: &str, v: Option<u32>, default: u32| -> Result<u32> {
+        let v = v.unwrap_or(default);
+        if !(1..=10).contains(&v) {
+            bail!("health_check.{name}: {v} is outside 1..=10 (AWS: 2-10)");
+        }
+        Ok(v)
+    };
+    let matcher = match r.matcher.as_deref().unwrap_or("200-399").split_once('-') {
+        None => {
+            let m = r.matcher.as_deref().unwrap_or_default();
+            let c: u16 = m.parse().map_err(|_| anyhow!("health_check.matcher: '{m}' is not a code or a range"))?;
+            (c, c)
+        }
+        Some((a, b)) => {
+            let p = |x: &str| x.trim().parse::<u16>();
+            match (p(a), p(b)) {
+                (Ok(a), Ok(b)) if a <= b => (a, b),
+                _ => bail!("health_check.matcher: '{a}-{b}' is not a range like 200-399"),
+            }
+        }
+    };
+    Ok(HealthCheck {
+        protocol,
+        port: r.port.unwrap_or(80),
+        path: r.path.clone().unwrap_or_else(|| "/".into()),
+        interval: Duration::from_secs_f64(interval),
+        timeout: Duration::from_secs_f64(timeout),
+        healthy_threshold: threshold("healthy_threshold", r.healthy_threshold, 5)?,
+        unhealthy_threshold: threshold("unhealthy_threshold", r.unhealthy_threshold, 2)?,
+        matcher,
+    })
 }
 
 #[cfg(test)]
@@ -204,9 +294,23 @@ stickiness = "3-tuple"
     }
 
     #[test]
+    fn health_check_section() {
+        let c =
+            GwlbConfig::parse(&format!("{OK}\n[health_check]\nprotocol = \"http\"\npath = \"/healthz\"\n")).unwrap();
+        let h = c.health_check.unwrap();
+        assert_eq!((h.protocol, h.port, h.path.as_str(), h.matcher), (CheckProtocol::Http, 80, "/healthz", (200, 399)));
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (5, 2));
+        let e = GwlbConfig::parse(&format!("{OK}\n[health_check]\ninterval_s = 2\ntimeout_s = 3\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("health_check.timeout_s"), "{e:#}");
+        let e = GwlbConfig::parse(&format!("{OK}\n[health_check]\nmatcher = \"300-200\"\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("health_check.matcher"), "{e:#}");
+    }
+
+    #[test]
     fn the_example_config_parses() {
         let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gwlb.example.toml"));
         let c = GwlbConfig::load(p).unwrap();
         assert_eq!((c.sides[0].tun.as_str(), c.targets.len(), c.loopback), ("tunc", 1, false));
+        assert_eq!(c.health_check.unwrap().path, "/healthz");
     }
 }

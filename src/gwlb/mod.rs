@@ -11,6 +11,7 @@
 //! sockets and one mutex around [`sim::Sim`] are what it needs.
 
 pub mod config;
+pub mod health;
 pub mod sim;
 
 use anyhow::{Context, Result};
@@ -31,7 +32,7 @@ pub struct GwlbOptions {
     pub stats: Option<u64>,
     /// Stop after this many seconds.
     pub duration: Option<u64>,
-    /// Write the final counters here as JSON.
+    /// Write the counters here as JSON, every second and on exit.
     pub counters_out: Option<PathBuf>,
 }
 
@@ -98,7 +99,26 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
         if cfg.loopback { " (loopback: no appliance)" } else { "" }
     );
 
+    let health_check = cfg.health_check.clone();
+    let target_ips: Vec<_> = cfg.targets.iter().map(|t| t.ip).collect();
     let sim = Arc::new(Mutex::new(Sim::new(cfg, seed)));
+    // One checker thread per target, so a check that times out delays no other.
+    if let Some(hc) = health_check {
+        for (t, ip) in target_ips.into_iter().enumerate() {
+            let (sim, hc) = (sim.clone(), hc.clone());
+            std::thread::Builder::new().name(format!("gwlb-check{t}")).spawn(move || loop {
+                let started = Instant::now();
+                let result = health::check(&hc, ip);
+                let why = result.clone().err().unwrap_or_default();
+                if let Some(h) = lock(&sim).check_result(t, result, &hc) {
+                    let state = if h { "healthy".to_string() } else { format!("UNHEALTHY ({why})") };
+                    println!("gwlb: target {ip} is now {state}");
+                    let _ = std::io::stdout().flush();
+                }
+                std::thread::sleep(hc.interval.saturating_sub(started.elapsed()));
+            })?;
+        }
+    }
     let raw = Arc::new(raw);
     let start = Instant::now();
     let now_ms = move || start.elapsed().as_millis() as u64;
@@ -167,6 +187,9 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    if let Some(path) = &opts.counters_out {
+        write_counters(path, &lock(&sim).counters())?;
+    }
     let mut last_stats = Instant::now();
     let mut last_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed().as_secs() < d) {
@@ -174,6 +197,9 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
         if last_expire.elapsed() >= Duration::from_secs(1) {
             lock(&sim).expire(now_ms());
             last_expire = Instant::now();
+            if let Some(path) = &opts.counters_out {
+                write_counters(path, &lock(&sim).counters())?;
+            }
         }
         if let Some(s) = opts.stats {
             if last_stats.elapsed() >= Duration::from_secs(s) {
@@ -185,23 +211,32 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
     let c = lock(&sim).counters();
     print_counters(&c);
     if let Some(path) = &opts.counters_out {
-        std::fs::write(path, serde_json::to_string_pretty(&c)?).with_context(|| format!("{}", path.display()))?;
+        write_counters(path, &c)?;
     }
     Ok(())
+}
+
+/// Replaces the JSON file whole (a reader never sees half of it).
+fn write_counters(path: &std::path::Path, c: &SimCounters) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(c)?).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))
 }
 
 /// A few readable lines: per target, flows, drops by cause.
 pub fn print_counters(c: &SimCounters) {
     for t in &c.targets {
         println!(
-            "gwlb target {:<15} {:<9} sent {:>9} pkts {:>12} B  back {:>9} pkts {:>12} B  flows {}",
+            "gwlb target {:<15} {:<9} sent {:>9} pkts {:>12} B  back {:>9} pkts {:>12} B  flows {}  checks {}/{}",
             t.ip,
             if t.healthy { "healthy" } else { "UNHEALTHY" },
             t.tx_packets,
             t.tx_bytes,
             t.rx_packets,
             t.rx_bytes,
-            t.flows
+            t.flows,
+            t.checks_passed,
+            t.checks_passed + t.checks_failed
         );
     }
     let mut drops: Vec<_> = c.drops.iter().filter(|(_, n)| **n > 0).collect();

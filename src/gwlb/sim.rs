@@ -3,7 +3,8 @@
 //!
 //! Time is whatever monotonic millisecond clock the caller passes in, so tests drive it.
 
-use super::config::{Failover, GwlbConfig, Stickiness};
+use super::config::{Failover, GwlbConfig, HealthCheck, Stickiness};
+use super::health::Tracker;
 use flowdog_core::build::{Encap, OUTER_LEN};
 use flowdog_core::flow::{Direction, FlowKey};
 use flowdog_core::hash::flow_hash;
@@ -86,6 +87,10 @@ pub struct TargetCounters {
     pub rx_bytes: u64,
     /// Flows assigned to it (new, or moved to it by a rebalance).
     pub flows: u64,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    /// Why the last failed check failed.
+    pub last_check_error: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -135,6 +140,7 @@ pub struct Sim {
     cfg: GwlbConfig,
     flows: HashMap<FlowKey, SimFlow>,
     healthy: Vec<bool>,
+    trackers: Vec<Tracker>,
     rng: u64,
     counters: SimCounters,
     drops: [u64; DropCause::ALL.len()],
@@ -167,10 +173,12 @@ impl Sim {
             .map(|t| TargetCounters { ip: t.ip.to_string(), healthy: true, ..Default::default() })
             .collect();
         let healthy = vec![true; cfg.targets.len()];
+        let trackers = vec![Tracker::new(true); cfg.targets.len()];
         Sim {
             cfg,
             flows: HashMap::new(),
             healthy,
+            trackers,
             rng: seed,
             counters: SimCounters { targets, ..Default::default() },
             drops: [0; DropCause::ALL.len()],
@@ -202,6 +210,25 @@ impl Sim {
 
     pub fn healthy(&self, target: usize) -> bool {
         self.healthy[target]
+    }
+
+    /// Records a health check's result; returns the new state when it changed.
+    pub fn check_result(&mut self, target: usize, result: Result<(), String>, hc: &HealthCheck) -> Option<bool> {
+        let t = &mut self.counters.targets[target];
+        match &result {
+            Ok(()) => t.checks_passed += 1,
+            Err(e) => {
+                t.checks_failed += 1;
+                t.last_check_error.clone_from(e);
+            }
+        }
+        let tracker = &mut self.trackers[target];
+        if tracker.record(result.is_ok(), hc) {
+            let h = tracker.healthy;
+            self.set_healthy(target, h);
+            return Some(h);
+        }
+        None
     }
 
     /// A snapshot of the counters.

@@ -141,7 +141,7 @@ drain_seconds = {drain}
         assert rc == 0, f"appliance {i} exited with {rc}:\n{a.output()}"
         return json.loads(a.counters_path.read_text())
 
-    def start_gwlb(self, targets, extra=""):
+    def start_gwlb(self, targets, extra="", stats=None):
         t = "".join(f'[[targets]]\nip = "{ip}"\n' for ip in targets)
         cfg = f"""
 ip = "{self.vars['FDLAB_GW_IP']}"
@@ -152,18 +152,22 @@ provider = {{ tun = "{self.vars['FDLAB_GW_TUN_SERVER']}", vpc_endpoint_id = "vpc
 """
         path = self.dir / "gwlb.toml"
         path.write_text(cfg)
-        self.gwlb_counters = self.dir / "gwlb.json"
+        self.gwlb_json = self.dir / "gwlb.json"
         self.gwlb = Proc(self.ns("gw"), [FLOWDOG, "gwlb", "--config", str(path),
-                                         "--counters-out", str(self.gwlb_counters)], ready="flowdog gwlb:")
+                                         "--counters-out", str(self.gwlb_json)], ready="flowdog gwlb:")
         time.sleep(0.3)
         return self.gwlb
+
+    def gwlb_counters(self):
+        """The simulator's live counters (it rewrites the file every second)."""
+        return json.loads(self.gwlb_json.read_text())
 
     def stop_gwlb(self):
         rc = self.gwlb.stop()
         out = self.gwlb.output()
         self.gwlb = None
         assert rc == 0, f"gwlb exited with {rc}:\n{out}"
-        return json.loads(self.gwlb_counters.read_text())
+        return json.loads(self.gwlb_json.read_text())
 
     def run(self, role, *args, check=True, timeout=60):
         return sh("ip", "netns", "exec", self.ns(role), *args, check=check, timeout=timeout)
