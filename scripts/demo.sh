@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The demo: build flowdog, make a lab of two network namespaces joined by a veth pair, run the
-# appliance on DPDK's net_af_packet in one, and from the other (the GWLB side) ping it and
-# replay generated GWLB traffic into it; print what came back and the appliance's counters.
+# The demo: real clients and servers talking through a simulated Gateway Load Balancer and the
+# appliance on DPDK.
 #
-# Addresses are from 198.18.0.0/15 and nothing routes out of the lab. Everything is removed on
-# exit. Run as root. (The GWLB simulator of a later stage turns this into real clients and
-# servers talking through a simulated Gateway Load Balancer.)
+#   scripts/lab.sh up          namespaces: client, server (nginx HTTP/HTTPS, iperf3, echo), gw, a1
+#   flowdog run  (in a1)       the appliance: DPDK net_af_packet on the veth dp0, --no-pci
+#   flowdog gwlb (in gw)       the GWLB: Geneve to the appliance, health checks, strict returns
+#   curl, ping, UDP            from the client namespace, through all of it
+#
+# It prints what each client saw, then the simulator's and the appliance's counters, and tears
+# everything down. Addresses are from 198.18.0.0/15; nothing routes out. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,50 +18,43 @@ echo "== build (release)"
 cargo build --release -q
 BIN=$ROOT/target/release/flowdog
 
-TAG=$$
-NS_GW=fd-demo-gw-$TAG NS_APP=fd-demo-app-$TAG IF_GW=fddg$TAG IF_APP=fdda$TAG
+export FDLAB=fddemo
 WORK=$(mktemp -d /tmp/flowdog-demo.XXXXXX)
-APP_PID=
+APP_PID= SIM_PID=
 cleanup() {
-  [ -n "$APP_PID" ] && kill "$APP_PID" 2>/dev/null && wait "$APP_PID" 2>/dev/null || true
-  ip netns del "$NS_GW" 2>/dev/null || true
-  ip netns del "$NS_APP" 2>/dev/null || true
-  rm -rf "$WORK" "/var/run/dpdk/fd-demo-$TAG"
+  for p in $SIM_PID $APP_PID; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/lab.sh down >/dev/null 2>&1 || true
+  rm -rf "$WORK" "/var/run/dpdk/$FDLAB-a1"
 }
 trap cleanup EXIT
 
-echo "== lab: namespaces $NS_GW (GWLB side) and $NS_APP (appliance), veth $IF_GW <-> $IF_APP"
-for ns in "$NS_GW" "$NS_APP"; do
-  ip netns add "$ns"
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  ip -n "$ns" link set lo up
-done
-ip link add "$IF_GW" netns "$NS_GW" type veth peer name "$IF_APP" netns "$NS_APP"
-ip -n "$NS_GW" addr add 198.18.0.3/24 dev "$IF_GW"
-ip -n "$NS_GW" link set "$IF_GW" up
-ip -n "$NS_APP" link set "$IF_APP" up
-GW_MAC=$(ip -n "$NS_GW" -j link show "$IF_GW" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
-APP_MAC=$(ip -n "$NS_APP" -j link show "$IF_APP" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+echo "== lab: scripts/lab.sh up (namespaces $FDLAB-c, $FDLAB-s, $FDLAB-gw, $FDLAB-a1)"
+scripts/lab.sh up --appliances 1 >"$WORK/lab.log" 2>&1 || { cat "$WORK/lab.log"; exit 1; }
+# shellcheck disable=SC1090
+source <(scripts/lab.sh env)
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-cat > "$WORK/flowdog.toml" <<TOML
-# The appliance on DPDK: one worker on CPU 1, control plane on CPU 0.
+cat >"$WORK/appliance.toml" <<TOML
 [eal]
 args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
-vdevs = ["net_af_packet0,iface=$IF_APP"]
-file_prefix = "fd-demo-$TAG"
+vdevs = ["net_af_packet0,iface=$FDLAB_APP1_IF"]
+file_prefix = "$FDLAB-a1"
 
 [port]
 name = "net_af_packet0"
 
 [appliance]
-ip = "198.18.0.2"
+ip = "$FDLAB_APP1_IP"
+mac = "$FDLAB_APP1_MAC"
 
 [workers]
 cpus = [1]
 control_cpu = 0
 
 [control]
-drain_seconds = 0
+health_ports = [80]
+drain_seconds = 1
 
 [[policy.rules]]
 name = "no-telnet"
@@ -67,39 +63,87 @@ dst_ports = "23"
 action = "reset"
 TOML
 
-echo "== appliance: flowdog run (DPDK net_af_packet on $IF_APP)"
-ip netns exec "$NS_APP" "$BIN" run --config "$WORK/flowdog.toml" --stats 2 \
-  --counters-out "$WORK/counters.json" > "$WORK/flowdog.log" 2>&1 &
+cat >"$WORK/gwlb.toml" <<TOML
+ip = "$FDLAB_GW_IP"
+consumer = { tun = "$FDLAB_GW_TUN_CLIENT", vpc_endpoint_id = "vpce-0c0c0c0c0c0c0c0c0" }
+provider = { tun = "$FDLAB_GW_TUN_SERVER", vpc_endpoint_id = "vpce-05e5e5e5e5e5e5e5e" }
+
+[[targets]]
+ip = "$FDLAB_APP1_IP"
+
+[health_check]
+protocol = "http"
+port = 80
+path = "/healthz"
+interval_s = 1
+timeout_s = 1
+healthy_threshold = 2
+unhealthy_threshold = 2
+TOML
+
+echo "== appliance: flowdog run in $FDLAB_APP1_NS (DPDK net_af_packet on $FDLAB_APP1_IF, $FDLAB_APP1_IP)"
+# (ip netns exec execs flowdog: $! is flowdog's PID, which the SIGTERM below must reach.)
+ip netns exec "$FDLAB_APP1_NS" "$BIN" run --config "$WORK/appliance.toml" --counters-out "$WORK/appliance.json" \
+  >"$WORK/appliance.log" 2>&1 &
 APP_PID=$!
-for _ in $(seq 1 60); do grep -q "flowdog: ready" "$WORK/flowdog.log" && break; sleep 0.5; done
-grep "flowdog: ready" "$WORK/flowdog.log" || { cat "$WORK/flowdog.log"; exit 1; }
+for _ in $(seq 100); do grep -q "flowdog: ready" "$WORK/appliance.log" && break; sleep 0.1; done
+grep -q "flowdog: ready" "$WORK/appliance.log" || { cat "$WORK/appliance.log"; exit 1; }
+grep "flowdog: ready" "$WORK/appliance.log"
 
-echo "== the GWLB side pings the appliance (ARP and ICMP answered by the DPDK worker)"
-ip netns exec "$NS_GW" ping -c 3 -i 0.2 198.18.0.2 | tail -n 2
+echo "== GWLB: flowdog gwlb in $FDLAB_NS_GW ($FDLAB_GW_IP), health check HTTP /healthz every 1 s"
+ip netns exec "$FDLAB_NS_GW" "$BIN" gwlb --config "$WORK/gwlb.toml" --counters-out "$WORK/gwlb.json" \
+  >"$WORK/gwlb.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 50); do
+  [ -s "$WORK/gwlb.json" ] && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["targets"][0]["checks_passed"] < 1)' "$WORK/gwlb.json" 2>/dev/null && break
+  sleep 0.2
+done
 
-echo "== generate GWLB traffic: 200 flows, TCP and UDP, 25% IPv6, plus telnet flows the policy resets"
-"$BIN" gen pcap --flows 200 --size 200 --ipv6-share 0.25 --packets-per-flow 4 \
-  --gwlb-mac "$GW_MAC" --appliance-mac "$APP_MAC" --out "$WORK/gwlb.pcap"
-python3 - "$WORK/gwlb.pcap" "$GW_MAC" "$APP_MAC" <<'PY'
-import sys
-from scapy.all import Ether, IP, UDP, TCP, rdpcap, wrpcap
-from scapy.contrib.geneve import GENEVE, GeneveOptions
-frames = list(rdpcap(sys.argv[1]))
+echo "== clients (from $FDLAB_NS_CLIENT, $FDLAB_CLIENT_IP4 / $FDLAB_CLIENT_IP6)"
+show() { printf '  %-58s %s\n' "$1" "$2"; }
+CURL=(curl -sS --max-time 20 --cacert "$FDLAB_CA")
+fetch() { # label, curl args...
+  local label=$1; shift
+  local out
+  if out=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -o /dev/null -w '%{http_code}, %{size_download} B in %{time_total} s from %{remote_ip} (%{http_version})' "$@" 2>&1); then
+    show "$label" "HTTP $out"
+  else
+    show "$label" "FAILED: $out"
+  fi
+}
+fetch "curl http://www.lab.test/" http://www.lab.test/
+fetch "curl https://www.lab.test/" https://www.lab.test/
+fetch "curl -6 https://www.lab.test/" -6 https://www.lab.test/
+fetch "curl https://img.lab.test/cat.png" https://img.lab.test/cat.png
+account=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -X POST --data 'Action=GetCallerIdentity&Version=2011-06-15' \
+  https://sts.lab.test/ 2>&1 | sed -n 's:.*<Account>\(.*\)</Account>.*:\1:p')
+show "curl -X POST https://sts.lab.test/ GetCallerIdentity" "Account ${account:-MISSING}"
+in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -o "$WORK/big.bin" https://www.lab.test/big.bin
+got=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
+[ "$got" = "$FDLAB_BIG_SHA256" ] && verdict="sha256 matches the server's" || verdict="sha256 MISMATCH"
+show "curl https://www.lab.test/big.bin (20 MiB)" "$verdict"
+ping_out=$(in_ns "$FDLAB_NS_CLIENT" ping -c 3 -i 0.2 -W 2 "$FDLAB_SERVER_IP4" 2>&1 | grep -E 'packets transmitted' || true)
+show "ping -c 3 $FDLAB_SERVER_IP4" "${ping_out:-FAILED}"
+udp=$(in_ns "$FDLAB_NS_CLIENT" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); ok = 0
 for i in range(5):
-    opts = [GeneveOptions(classid=0x0108, type=1, data=bytes.fromhex("0123456789abcdef")),
-            GeneveOptions(classid=0x0108, type=2, data=bytes(8)),
-            GeneveOptions(classid=0x0108, type=3, data=(7000 + i).to_bytes(4, "big"))]
-    frames.append(Ether(src=sys.argv[2], dst=sys.argv[3]) / IP(src="198.18.0.1", dst="198.18.0.2")
-                  / UDP(sport=40000 + i, dport=6081) / GENEVE(proto=0x0800, options=opts)
-                  / IP(src="198.18.10.9", dst="198.19.0.23") / TCP(sport=50000 + i, dport=23, flags="S"))
-wrpcap(sys.argv[1], frames)
-PY
+    m = b"flowdog-demo-%d" % i
+    s.sendto(m, (sys.argv[1], int(sys.argv[2])))
+    try: ok += s.recvfrom(2048)[0] == m
+    except socket.timeout: pass
+print(ok)' "$FDLAB_SERVER_IP4" "$FDLAB_ECHO_PORT")
+show "UDP echo to $FDLAB_SERVER_IP4:$FDLAB_ECHO_PORT, 5 datagrams" "$udp of 5 echoed"
+telnet=$(in_ns "$FDLAB_NS_CLIENT" curl -sS --max-time 5 "telnet://$FDLAB_SERVER_IP4:23" 2>&1 </dev/null | head -n 1 || true)
+show "TCP to port 23 (policy: reset)" "${telnet:-no answer}"
+health=$(in_ns "$FDLAB_NS_GW" curl -sS --max-time 3 -w ' (HTTP %{http_code})' "http://$FDLAB_APP1_IP/healthz" 2>&1 | tr -d '\n')
+show "health check: curl http://$FDLAB_APP1_IP/healthz (from gw)" "$health"
 
-echo "== replay it from the GWLB side and capture what comes back"
-ip netns exec "$NS_GW" python3 "$ROOT/tests/e2e/peer.py" --iface "$IF_GW" \
-  --send "$WORK/gwlb.pcap" --recv "$WORK/back.pcap" --gap 0.0005 --settle 1.5
-python3 "$ROOT/scripts/demo_report.py" "$WORK/gwlb.pcap" "$WORK/back.pcap"
-
-kill -INT "$APP_PID"; wait "$APP_PID" || true; APP_PID=
-echo "== the appliance's log and final counters"
-sed -n '/flowdog: ready/,$p' "$WORK/flowdog.log"
+echo "== stopping: the GWLB, then the appliance (SIGTERM: 503 while it drains for 1 s, then exit)"
+sleep 1.2   # one more counters snapshot from the simulator
+kill -TERM "$SIM_PID"; wait "$SIM_PID" || true; SIM_PID=
+kill -TERM "$APP_PID"; wait "$APP_PID" || true; APP_PID=
+for f in gwlb appliance; do
+  [ -s "$WORK/$f.json" ] || { echo "demo: $f wrote no counters; its log:"; tail -n 20 "$WORK/$f.log"; exit 1; }
+done
+python3 "$ROOT/scripts/demo_summary.py" "$WORK/gwlb.json" "$WORK/appliance.json"

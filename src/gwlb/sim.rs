@@ -34,7 +34,8 @@ pub enum DropCause {
     ReturnUnknownSource,
     /// From a target, for a flow the GWLB does not know (never seen, or idled out).
     ReturnUnknownFlow,
-    /// From a target, with AWS options other than the ones GWLB sent for that flow and direction.
+    /// From a target, with AWS options other than the ones GWLB sent for that flow: another
+    /// cookie or attachment id, or an endpoint id of neither side.
     ReturnOptionsChanged,
     /// From a target other than the one the flow is on.
     ReturnWrongTarget,
@@ -374,7 +375,11 @@ impl Sim {
         };
         let from_side = if dir == Direction::LoToHi { f.lo_side } else { 1 - f.lo_side };
         let expected = (self.cfg.sides[from_side].vpc_endpoint_id, 0, f.cookie);
-        if (aws.vpc_endpoint_id, aws.attachment_id, aws.flow_cookie) != expected {
+        // A packet the appliance makes inside the flow may carry the Geneve header of the other
+        // direction (flowdog's RST to a refused SYN reuses the SYN's): that side's endpoint id.
+        let other_side = self.cfg.sides[1 - from_side].vpc_endpoint_id;
+        let vpce_ok = aws.vpc_endpoint_id == expected.0 || aws.vpc_endpoint_id == other_side;
+        if !vpce_ok || (aws.attachment_id, aws.flow_cookie) != (expected.1, expected.2) {
             self.last_drop_detail = format!(
                 "flow {} {}:{} -> {}:{}: expected vpce {:#x} attachment 0 cookie {:#010x}, got vpce {:#x} attachment {} cookie {:#010x}",
                 s.protocol,
@@ -498,6 +503,9 @@ provider = { tun = "tuns", vpc_endpoint_id = "vpce-0000000000000000b" }
         let mut changed = p.clone();
         changed[39] ^= 1;
         assert_eq!(sim.from_target(dst, &changed, 1), Err(DropCause::ReturnOptionsChanged));
+        let mut foreign = p.clone();
+        foreign[19] ^= 0x40; // the endpoint id's last byte
+        assert_eq!(sim.from_target(dst, &foreign, 1), Err(DropCause::ReturnOptionsChanged));
         assert_eq!(sim.from_target(other, &p, 1), Err(DropCause::ReturnWrongTarget));
         assert_eq!(sim.from_target(Ipv4Addr::new(198, 18, 0, 99), &p, 1), Err(DropCause::ReturnUnknownSource));
         assert_eq!(sim.from_target(dst, &p[..20], 1), Err(DropCause::ReturnMalformed));
@@ -506,7 +514,7 @@ provider = { tun = "tuns", vpc_endpoint_id = "vpce-0000000000000000b" }
         let mut u = syn(40002);
         let Ingress::Send { dst: d2, .. } = elsewhere.from_side(0, &mut u, 0).unwrap() else { panic!() };
         assert_eq!(sim.from_target(d2, &payload(&u), 1), Err(DropCause::ReturnUnknownFlow));
-        assert_eq!(sim.drops(DropCause::ReturnOptionsChanged), 1);
+        assert_eq!(sim.drops(DropCause::ReturnOptionsChanged), 2);
         assert!(sim.from_target(dst, &p, 1).is_ok());
     }
 

@@ -169,5 +169,5 @@ provider = {{ tun = "{self.vars['FDLAB_GW_TUN_SERVER']}", vpc_endpoint_id = "vpc
         assert rc == 0, f"gwlb exited with {rc}:\n{out}"
         return json.loads(self.gwlb_json.read_text())
 
-    def run(self, role, *args, check=True, timeout=60):
-        return sh("ip", "netns", "exec", self.ns(role), *args, check=check, timeout=timeout)
+    def run(self, role, *args, check=True, timeout=60, **kw):
+        return sh("ip", "netns", "exec", self.ns(role), *args, check=check, timeout=timeout, **kw)

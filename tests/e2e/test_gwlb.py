@@ -8,16 +8,26 @@ packet goes client → gw namespace → simulator (Geneve) → appliance (net_af
 import hashlib
 import json
 import os
+import subprocess
 
 import pytest
 
 from gwlab import GwLab
 
 
+RESET_TELNET = """
+[[policy.rules]]
+name = "no-telnet"
+protocol = "tcp"
+dst_ports = "23"
+action = "reset"
+"""
+
+
 @pytest.fixture(scope="module")
 def lab():
     with GwLab(f"fg{os.getpid() % 1000}", appliances=1) as lab:
-        lab.start_appliance(1)
+        lab.start_appliance(1, extra=RESET_TELNET)
         lab.start_gwlb([lab.app_ip(1)])
         yield lab
 
@@ -53,6 +63,15 @@ def test_large_download_checksum(lab):
     curl(lab, "-o", str(out), "https://www.lab.test/big.bin", timeout=120)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == lab.vars["FDLAB_BIG_SHA256"]
     out.unlink()
+
+
+def test_policy_reset_reaches_the_client_through_the_gwlb(lab):
+    """The appliance answers a denied SYN with a RST inside the SYN's Geneve header; the
+    simulator accepts it (a packet the appliance makes inside a known flow) and the client sees
+    a refused connection at once, not a timeout."""
+    r = lab.run("client", "curl", "-sS", "--max-time", "5", f"telnet://{lab.vars['FDLAB_SERVER_IP4']}:23",
+                check=False, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 7, (r.returncode, r.stderr)
 
 
 def test_ping(lab):
@@ -108,4 +127,4 @@ def test_zz_every_return_matched_its_flow(lab):
     # ring, socket buffers) and TCP retransmits them; what came back must be nearly everything.
     print("gwlb target:", t, "appliance:", {k: v for k, v in app["total"].items() if v})
     assert t["tx_packets"] > 1000 and t["rx_packets"] > 0.9 * t["tx_packets"], t
-    assert app["total"]["fast_path"] >= t["tx_packets"], app["total"]
+    assert app["total"]["fast_path"] + app["total"]["rst_sent"] >= t["tx_packets"], app["total"]

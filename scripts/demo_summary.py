@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""The demo's last lines: the simulator's and the appliance's counters, a few readable lines.
+
+usage: demo_summary.py GWLB_JSON APPLIANCE_JSON
+"""
+import json
+import sys
+
+
+def main():
+    sim = json.load(open(sys.argv[1]))
+    app = json.load(open(sys.argv[2]))
+    print("== GWLB simulator")
+    for t in sim["targets"]:
+        print(f"  target {t['ip']}: {'healthy' if t['healthy'] else 'UNHEALTHY'}, "
+              f"health checks {t['checks_passed']} passed / {t['checks_failed']} failed; "
+              f"sent {t['tx_packets']} packets ({t['tx_bytes']} B), got back {t['rx_packets']} ({t['rx_bytes']} B); "
+              f"{t['flows']} flows")
+    drops = {k: v for k, v in sim["drops"].items() if v}
+    print(f"  flows created {sim['flows_created']}; drops: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
+          + "  (inner_not_routable: the namespaces' own IPv6 multicast chatter, not routed traffic)"
+          * bool(drops.get("inner_not_routable")))
+    bad = sum(v for k, v in drops.items() if k.startswith("return_"))
+    print(f"  every packet the appliance returned matched its flow (options, cookie, target): "
+          f"{'yes' if bad == 0 else f'NO, {bad} did not'}")
+    c = app["total"]
+    ctl = app.get("control", {})
+    print("== appliance (flowdog on DPDK)")
+    print(f"  received {c['rx_packets']} frames, returned {c['fast_path']} to the GWLB on the fast path, "
+          f"{c['rst_sent']} TCP resets by policy; {c['flows_created']} flows")
+    print(f"  health checks answered: {ctl.get('control_http_ok', 0)} x 200, "
+          f"{ctl.get('control_http_unavailable', 0)} x 503 (ARP replies {c['arp_replies']})")
+    drops = {k[5:]: v for k, v in c.items() if k.startswith("drop_") and v}
+    print("  drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+
+
+if __name__ == "__main__":
+    main()
