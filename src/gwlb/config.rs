@@ -82,6 +82,26 @@ pub struct GwlbConfig {
     pub loopback: bool,
     /// None: no checks, every target counts as healthy.
     pub health_check: Option<HealthCheck>,
+    pub faults: Faults,
+}
+
+/// Fault injection, for tests: besides every Nth packet sent to a target (0: never), a damaged
+/// copy of it. The original still goes, so the flow itself loses nothing; the copy shows how
+/// both sides count bad input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// A copy with Geneve version 1 (the appliance must drop it: geneve_bad_version).
+    #[serde(default)]
+    pub malformed_geneve_every: u64,
+    /// A copy with another flow cookie (the appliance passes it; the GWLB drops the return:
+    /// return_options_changed).
+    #[serde(default)]
+    pub changed_options_every: u64,
+    /// A copy whose inner packet is padded past 8500 bytes (the GWLB drops the return:
+    /// return_too_long; the appliance needs jumbo frames to even receive it).
+    #[serde(default)]
+    pub oversize_every: u64,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +153,8 @@ struct Raw {
     #[serde(default)]
     flows: RawFlows,
     health_check: Option<RawHealth>,
+    #[serde(default)]
+    faults: Faults,
 }
 
 impl GwlbConfig {
@@ -192,6 +214,7 @@ impl GwlbConfig {
         let health_check = raw.health_check.as_ref().map(health_check).transpose()?;
         Ok(GwlbConfig {
             health_check,
+            faults: raw.faults,
             ip,
             outer_ttl: raw.outer_ttl.unwrap_or(64),
             sides,

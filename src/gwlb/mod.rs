@@ -140,8 +140,12 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
                 let verdict = lock(&sim).from_side(side, packet, now_ms());
                 match verdict {
                     Ok(Ingress::Send { dst, len, .. }) => {
-                        if raw.send_to(&packet[..len], &SockAddr::from(SocketAddrV4::new(dst, 0))).is_err() {
+                        let to = SockAddr::from(SocketAddrV4::new(dst, 0));
+                        if raw.send_to(&packet[..len], &to).is_err() {
                             lock(&sim).count_drop(DropCause::SendFailed);
+                        }
+                        if let Some(copy) = lock(&sim).fault_copy(&packet[..len]) {
+                            let _ = raw.send_to(&copy, &to);
                         }
                     }
                     Ok(Ingress::Loop { to_side }) => deliver(&writers[to_side], &packet[OUTER_LEN..], &sim),

@@ -105,6 +105,8 @@ pub struct SimCounters {
     pub flows_active: u64,
     /// Drops by cause (see [`DropCause::name`]).
     pub drops: HashMap<&'static str, u64>,
+    /// Damaged copies sent (fault injection), by kind.
+    pub faults_injected: HashMap<&'static str, u64>,
 }
 
 /// One flow as GWLB keeps it: its target, its cookie, and on which side its `lo` endpoint is.
@@ -147,7 +149,11 @@ pub struct Sim {
     drops: [u64; DropCause::ALL.len()],
     /// What the last dropped return was, for the log (flow, expected and received options).
     pub last_drop_detail: String,
+    sent: u64,
+    injected: [u64; 3],
 }
+
+const FAULTS: [&str; 3] = ["malformed_geneve", "changed_options", "oversize"];
 
 /// Whether an address can be the source or destination of routed traffic.
 fn routable(a: IpAddr) -> bool {
@@ -184,6 +190,8 @@ impl Sim {
             counters: SimCounters { targets, ..Default::default() },
             drops: [0; DropCause::ALL.len()],
             last_drop_detail: String::new(),
+            sent: 0,
+            injected: [0; 3],
         }
     }
 
@@ -237,6 +245,7 @@ impl Sim {
         let mut c = self.counters.clone();
         c.flows_active = self.flows.len() as u64;
         c.drops = DropCause::ALL.iter().map(|d| (d.name(), self.drops[*d as usize])).collect();
+        c.faults_injected = FAULTS.iter().zip(self.injected).map(|(n, v)| (*n, v)).collect();
         c
     }
 
@@ -343,6 +352,35 @@ impl Sim {
         t.tx_packets += 1;
         t.tx_bytes += buf.len() as u64;
         Ok(Ingress::Send { target: flow.target, dst, len: buf.len() })
+    }
+
+    /// Fault injection: after a packet went to a target (`packet`, outer IPv4 onwards), maybe a
+    /// damaged copy of it to send as well.
+    pub fn fault_copy(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        let f = self.cfg.faults;
+        self.sent += 1;
+        let due = |every: u64, n: u64| every != 0 && n % every == 0;
+        // Geneve starts after the 20-byte outer IPv4 and 8-byte UDP headers.
+        const GENEVE: usize = 28;
+        let mut copy = packet.to_vec();
+        let kind = if due(f.malformed_geneve_every, self.sent) {
+            copy[GENEVE] |= 0x40;
+            0
+        } else if due(f.changed_options_every, self.sent) {
+            // The flow cookie's last byte: the third option's data ends the 40-byte header.
+            copy[GENEVE + 39] ^= 0x5a;
+            1
+        } else if due(f.oversize_every, self.sent) {
+            copy.resize(OUTER_LEN + 8600, 0);
+            let total = copy.len() as u16;
+            copy[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+            copy[2..4].copy_from_slice(&total.to_be_bytes());
+            2
+        } else {
+            return None;
+        };
+        self.injected[kind] += 1;
+        Some(copy)
     }
 
     /// A UDP payload (Geneve onwards) that `src` sent to the GWLB's port 6081.
@@ -516,6 +554,28 @@ provider = { tun = "tuns", vpc_endpoint_id = "vpce-0000000000000000b" }
         assert_eq!(sim.from_target(d2, &payload(&u), 1), Err(DropCause::ReturnUnknownFlow));
         assert_eq!(sim.drops(DropCause::ReturnOptionsChanged), 2);
         assert!(sim.from_target(dst, &p, 1).is_ok());
+    }
+
+    #[test]
+    fn fault_copies_are_damaged_as_asked_and_their_returns_dropped() {
+        let faults = "[faults]\nmalformed_geneve_every = 2\nchanged_options_every = 3\noversize_every = 5\n";
+        let mut sim = Sim::new(cfg(1, faults), 1);
+        let mut kinds = Vec::new();
+        for i in 0..6u16 {
+            let mut b = syn(41000 + i);
+            let Ingress::Send { dst, len, .. } = sim.from_side(0, &mut b, 0).unwrap() else { panic!() };
+            let Some(copy) = sim.fault_copy(&b[..len]) else { continue };
+            kinds.push(match sim.from_target(dst, &copy[28..], 1) {
+                Err(DropCause::ReturnMalformed) => "malformed",
+                Err(DropCause::ReturnOptionsChanged) => "changed",
+                Err(DropCause::ReturnTooLong) => "oversize",
+                r => panic!("{r:?}"),
+            });
+        }
+        // Packets 2, 4, 6 malformed; 3 changed; 5 oversize.
+        assert_eq!(kinds, ["malformed", "changed", "malformed", "oversize", "malformed"]);
+        let c = sim.counters();
+        assert_eq!((c.faults_injected["malformed_geneve"], c.faults_injected["oversize"]), (3, 1));
     }
 
     #[test]
