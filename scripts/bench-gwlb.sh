@@ -37,11 +37,11 @@ if ((build)); then cargo build --release -q; fi
 BIN=$ROOT/target/release/flowdog
 export FDLAB=fdbench
 WORK=$(mktemp -d /tmp/flowdog-bench-gwlb.XXXXXX)
-APP_PID= SIM_PID=
+APP_PID='' SIM_PID=''
 stop_all() {
   for p in $SIM_PID $APP_PID; do kill -TERM "$p" 2>/dev/null || true; done
   for p in $SIM_PID $APP_PID; do wait "$p" 2>/dev/null || true; done
-  SIM_PID= APP_PID=
+  SIM_PID='' APP_PID=''
 }
 cleanup() {
   stop_all
@@ -54,22 +54,7 @@ scripts/lab.sh up --appliances 1 >"$WORK/lab.log" 2>&1 || { cat "$WORK/lab.log";
 # shellcheck disable=SC1090
 source <(scripts/lab.sh env)
 
-cat >"$WORK/appliance.toml" <<TOML
-[eal]
-args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
-vdevs = ["net_af_packet0,iface=$FDLAB_APP1_IF"]
-file_prefix = "$FDLAB-a1"
-[port]
-name = "net_af_packet0"
-[appliance]
-ip = "$FDLAB_APP1_IP"
-mac = "$FDLAB_APP1_MAC"
-[workers]
-cpus = [1]
-control_cpu = 0
-[control]
-drain_seconds = 0
-TOML
+scripts/lab.sh appliance-config 1 0 >"$WORK/appliance.toml"
 
 sim_config() { # loopback|appliance
   cat <<TOML

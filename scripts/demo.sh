@@ -20,7 +20,7 @@ BIN=$ROOT/target/release/flowdog
 
 export FDLAB=fddemo
 WORK=$(mktemp -d /tmp/flowdog-demo.XXXXXX)
-APP_PID= SIM_PID=
+APP_PID='' SIM_PID=''
 cleanup() {
   for p in $SIM_PID $APP_PID; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -35,33 +35,10 @@ scripts/lab.sh up --appliances 1 >"$WORK/lab.log" 2>&1 || { cat "$WORK/lab.log";
 source <(scripts/lab.sh env)
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-cat >"$WORK/appliance.toml" <<TOML
-[eal]
-args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
-vdevs = ["net_af_packet0,iface=$FDLAB_APP1_IF"]
-file_prefix = "$FDLAB-a1"
-
-[port]
-name = "net_af_packet0"
-
-[appliance]
-ip = "$FDLAB_APP1_IP"
-mac = "$FDLAB_APP1_MAC"
-
-[workers]
-cpus = [1]
-control_cpu = 0
-
-[control]
-health_ports = [80]
-drain_seconds = 1
-
-[[policy.rules]]
-name = "no-telnet"
-protocol = "tcp"
-dst_ports = "23"
-action = "reset"
-TOML
+{
+  scripts/lab.sh appliance-config 1 1
+  printf '\n[[policy.rules]]\nname = "no-telnet"\nprotocol = "tcp"\ndst_ports = "23"\naction = "reset"\n'
+} >"$WORK/appliance.toml"
 
 cat >"$WORK/gwlb.toml" <<TOML
 ip = "$FDLAB_GW_IP"

@@ -23,6 +23,9 @@
 #   scripts/lab.sh down                  remove everything (processes, namespaces, files)
 #   scripts/lab.sh status                show the lab; exit 0 if it is up, 1 if not
 #   scripts/lab.sh env                   KEY=value lines describing the lab (shell-sourceable)
+#   scripts/lab.sh appliance-config I [DRAIN_SECONDS]
+#                                        a flowdog config for appliance I (net_af_packet on its
+#                                        dp0, one worker on CPU 1), to extend with [policy] etc.
 #
 # Every name carries the prefix $FDLAB (default fdlab): namespaces ${FDLAB}-gw, -c, -s, -a1..-a4,
 # state in /run/${FDLAB}, /etc/netns/${FDLAB}-*/hosts. Interfaces live inside namespaces and have
@@ -620,6 +623,39 @@ cmd_env() {
   cat "$STATE/lab.env"
 }
 
+cmd_appliance_config() { # I [DRAIN_SECONDS]
+  local i=$1 drain=${2:-0}
+  [ -f "$STATE/lab.env" ] || die "lab $P is not up (no $STATE/lab.env)"
+  local ns ifc ip mac
+  ns=$(sed -n "s/^FDLAB_APP${i}_NS=//p" "$STATE/lab.env")
+  ifc=$(sed -n "s/^FDLAB_APP${i}_IF=//p" "$STATE/lab.env")
+  ip=$(sed -n "s/^FDLAB_APP${i}_IP=//p" "$STATE/lab.env")
+  mac=$(sed -n "s/^FDLAB_APP${i}_MAC=//p" "$STATE/lab.env")
+  [ -n "$ns" ] || die "appliance $i is not in lab $P"
+  cat <<TOML
+# flowdog run in $ns (scripts/lab.sh appliance-config $i)
+[eal]
+args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
+vdevs = ["net_af_packet0,iface=$ifc"]
+file_prefix = "$P-a$i"
+
+[port]
+name = "net_af_packet0"
+
+[appliance]
+ip = "$ip"
+mac = "$mac"
+
+[workers]
+cpus = [1]
+control_cpu = 0
+
+[control]
+health_ports = [80]
+drain_seconds = $drain
+TOML
+}
+
 [ $# -ge 1 ] || usage
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces)"
 # The real interpreter, not a pyenv shim that may behave differently under "ip netns exec".
@@ -631,6 +667,7 @@ case $cmd in
   down) [ $# -eq 0 ] || usage; cmd_down ;;
   status) [ $# -eq 0 ] || usage; cmd_status ;;
   env) [ $# -eq 0 ] || usage; cmd_env ;;
+  appliance-config) if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi; cmd_appliance_config "$@" ;;
   -h|--help|help) usage ;;
   *) usage ;;
 esac
