@@ -5,11 +5,12 @@
 //! in both directions. Frames go client→server, server→client, round-robin over the flows, so
 //! a replay touches every flow early and keeps touching all of them.
 
+use crate::pcap::{PcapWriter, LINKTYPE_ETHERNET};
 use anyhow::{bail, Context, Result};
 use flowdog_core::build::{GwlbFrame, Inner};
 use flowdog_wire::ip_protocol;
 use flowdog_wire::tcp::flags;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -108,16 +109,9 @@ pub fn write_pcap(spec: &GenSpec, out: &Path) -> Result<u64> {
         bail!("--size: {} exceeds GWLB's 8500-byte inner MTU", spec.size);
     }
     let file = std::fs::File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut w = PcapWriter::new(BufWriter::with_capacity(1 << 20, file), LINKTYPE_ETHERNET)?;
     let mut rng = Rng(spec.seed ^ 0x0066_6c6f_7764_6f67);
     let flows: Vec<Flow> = (0..spec.flows).map(|i| make_flow(i, spec, &mut rng)).collect();
-    // pcap global header: magic, version 2.4, thiszone, sigfigs, snaplen, LINKTYPE_ETHERNET.
-    w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-    w.write_all(&2u16.to_le_bytes())?;
-    w.write_all(&4u16.to_le_bytes())?;
-    w.write_all(&[0u8; 8])?;
-    w.write_all(&65535u32.to_le_bytes())?;
-    w.write_all(&1u32.to_le_bytes())?;
     let mut buf = vec![0u8; 9216];
     let mut n = 0u64;
     for round in 0..spec.packets_per_flow.max(2) {
@@ -152,12 +146,8 @@ pub fn write_pcap(spec: &GenSpec, out: &Path) -> Result<u64> {
                 },
             };
             let len = frame.emit(&mut buf);
-            let ts = n; // one frame per microsecond
-            w.write_all(&((ts / 1_000_000) as u32).to_le_bytes())?;
-            w.write_all(&((ts % 1_000_000) as u32).to_le_bytes())?;
-            w.write_all(&(len as u32).to_le_bytes())?;
-            w.write_all(&(len as u32).to_le_bytes())?;
-            w.write_all(&buf[..len])?;
+            // One frame per microsecond.
+            w.write(std::time::Duration::from_micros(n), &buf[..len])?;
             n += 1;
         }
     }

@@ -9,5 +9,6 @@ pub mod config;
 pub mod control;
 pub mod gen;
 pub mod gwlb;
+pub mod pcap;
 pub mod run;
 pub mod worker;

@@ -50,6 +50,9 @@ enum Cmd {
         /// Write the counters as JSON to FILE, every second and on exit.
         #[arg(long, value_name = "FILE")]
         counters_out: Option<PathBuf>,
+        /// Capture what goes to and comes back from the targets into FILE (pcap, raw IPv4).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
 }
 
@@ -94,8 +97,8 @@ fn main() -> Result<()> {
         Cmd::Run { config, stats, duration, counters_out } => {
             run(&RunOptions { config, stats, duration, counters_out })
         }
-        Cmd::Gwlb { config, stats, duration, counters_out } => {
-            flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out })
+        Cmd::Gwlb { config, stats, duration, counters_out, pcap } => {
+            flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out, pcap })
         }
         Cmd::CheckConfig { config } => {
             let c = flowdog::config::Config::load(&config)?;

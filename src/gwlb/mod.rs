@@ -14,17 +14,18 @@ pub mod config;
 pub mod health;
 pub mod sim;
 
+use crate::pcap::{PcapWriter, LINKTYPE_RAW};
 use anyhow::{Context, Result};
 use config::GwlbConfig;
 use flowdog_core::build::OUTER_LEN;
 use sim::{DropCause, Ingress, Sim, SimCounters};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct GwlbOptions {
     pub config: PathBuf,
@@ -34,6 +35,36 @@ pub struct GwlbOptions {
     pub duration: Option<u64>,
     /// Write the counters here as JSON, every second and on exit.
     pub counters_out: Option<PathBuf>,
+    /// Capture what goes to and comes back from the targets (raw IPv4, Geneve inside).
+    pub pcap: Option<PathBuf>,
+}
+
+type Capture = Option<Arc<Mutex<PcapWriter<BufWriter<std::fs::File>>>>>;
+
+fn capture(c: &Capture, packet: &[u8]) {
+    if let Some(c) = c {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let _ = c.lock().unwrap_or_else(|e| e.into_inner()).write(ts, packet);
+    }
+}
+
+/// A returned packet as it was on the wire, for the capture: the socket hands over the UDP
+/// payload, so the outer IPv4 and UDP headers are rebuilt (TTL and IP id are not the original).
+fn rebuilt(from: SocketAddrV4, to: std::net::Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    use flowdog_wire::{ip_protocol, ipv4, udp, Ipv4Packet, UdpPacket};
+    let mut b = vec![0u8; 28 + payload.len()];
+    let ip = ipv4::Repr {
+        src_addr: *from.ip(),
+        dst_addr: to,
+        protocol: ip_protocol::UDP,
+        payload_len: 8 + payload.len(),
+        ttl: 64,
+    };
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]));
+    let u = udp::Repr { src_port: from.port(), dst_port: flowdog_wire::geneve::UDP_PORT, payload_len: payload.len() };
+    u.emit(&mut UdpPacket::new_unchecked(&mut b[20..]));
+    b[28..].copy_from_slice(payload);
+    b
 }
 
 /// Largest packet on any path: an inner packet of up to 64 KiB plus the outer headers.
@@ -101,6 +132,7 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
 
     let health_check = cfg.health_check.clone();
     let target_ips: Vec<_> = cfg.targets.iter().map(|t| t.ip).collect();
+    let gwlb_ip = cfg.ip;
     let sim = Arc::new(Mutex::new(Sim::new(cfg, seed)));
     // One checker thread per target, so a check that times out delays no other.
     if let Some(hc) = health_check {
@@ -120,11 +152,18 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
         }
     }
     let raw = Arc::new(raw);
+    let cap: Capture = match &opts.pcap {
+        None => None,
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("--pcap {}: cannot create", p.display()))?;
+            Some(Arc::new(Mutex::new(PcapWriter::new(BufWriter::new(f), LINKTYPE_RAW)?)))
+        }
+    };
     let start = Instant::now();
     let now_ms = move || start.elapsed().as_millis() as u64;
 
     for (side, mut reader) in readers.into_iter().enumerate() {
-        let (sim, raw, writers) = (sim.clone(), raw.clone(), writers.clone());
+        let (sim, raw, writers, cap) = (sim.clone(), raw.clone(), writers.clone(), cap.clone());
         std::thread::Builder::new().name(format!("gwlb-side{side}")).spawn(move || {
             let mut buf = vec![0u8; BUF];
             loop {
@@ -144,8 +183,10 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
                         if raw.send_to(&packet[..len], &to).is_err() {
                             lock(&sim).count_drop(DropCause::SendFailed);
                         }
+                        capture(&cap, &packet[..len]);
                         if let Some(copy) = lock(&sim).fault_copy(&packet[..len]) {
                             let _ = raw.send_to(&copy, &to);
+                            capture(&cap, &copy);
                         }
                     }
                     Ok(Ingress::Loop { to_side }) => deliver(&writers[to_side], &packet[OUTER_LEN..], &sim),
@@ -156,7 +197,7 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
     }
 
     {
-        let (sim, writers) = (sim.clone(), writers.clone());
+        let (sim, writers, cap) = (sim.clone(), writers.clone(), cap.clone());
         std::thread::Builder::new().name("gwlb-return".into()).spawn(move || {
             let mut buf = vec![0u8; BUF];
             let mut logged = 0;
@@ -173,6 +214,9 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
                     }
                 };
                 let IpAddr::V4(src) = from.ip() else { continue };
+                if cap.is_some() {
+                    capture(&cap, &rebuilt(SocketAddrV4::new(src, from.port()), gwlb_ip, &buf[..n]));
+                }
                 let verdict = lock(&sim).from_target(src, &buf[..n], now_ms());
                 match verdict {
                     Ok(d) => deliver(&writers[d.to_side], &buf[d.offset..d.offset + d.len], &sim),
@@ -214,6 +258,9 @@ pub fn run(opts: &GwlbOptions) -> Result<()> {
     }
     let c = lock(&sim).counters();
     print_counters(&c);
+    if let Some(c) = &cap {
+        c.lock().unwrap_or_else(|e| e.into_inner()).flush().context("--pcap: write failed")?;
+    }
     if let Some(path) = &opts.counters_out {
         write_counters(path, &c)?;
     }

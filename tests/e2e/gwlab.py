@@ -141,7 +141,7 @@ drain_seconds = {drain}
         assert rc == 0, f"appliance {i} exited with {rc}:\n{a.output()}"
         return json.loads(a.counters_path.read_text())
 
-    def start_gwlb(self, targets, extra="", stats=None):
+    def start_gwlb(self, targets, extra="", pcap=False):
         t = "".join(f'[[targets]]\nip = "{ip}"\n' for ip in targets)
         cfg = f"""
 ip = "{self.vars['FDLAB_GW_IP']}"
@@ -153,8 +153,11 @@ provider = {{ tun = "{self.vars['FDLAB_GW_TUN_SERVER']}", vpc_endpoint_id = "vpc
         path = self.dir / "gwlb.toml"
         path.write_text(cfg)
         self.gwlb_json = self.dir / "gwlb.json"
-        self.gwlb = Proc(self.ns("gw"), [FLOWDOG, "gwlb", "--config", str(path),
-                                         "--counters-out", str(self.gwlb_json)], ready="flowdog gwlb:")
+        self.gwlb_pcap = self.dir / "gwlb.pcap"
+        args = [FLOWDOG, "gwlb", "--config", str(path), "--counters-out", str(self.gwlb_json)]
+        if pcap:
+            args += ["--pcap", str(self.gwlb_pcap)]
+        self.gwlb = Proc(self.ns("gw"), args, ready="flowdog gwlb:")
         time.sleep(0.3)
         return self.gwlb
 

@@ -28,7 +28,7 @@ action = "reset"
 def lab():
     with GwLab(f"fg{os.getpid() % 1000}", appliances=1) as lab:
         lab.start_appliance(1, extra=RESET_TELNET)
-        lab.start_gwlb([lab.app_ip(1)])
+        lab.start_gwlb([lab.app_ip(1)], pcap=True)
         yield lab
 
 
@@ -128,3 +128,12 @@ def test_zz_every_return_matched_its_flow(lab):
     print("gwlb target:", t, "appliance:", {k: v for k, v in app["total"].items() if v})
     assert t["tx_packets"] > 1000 and t["rx_packets"] > 0.9 * t["tx_packets"], t
     assert app["total"]["fast_path"] + app["total"]["rst_sent"] >= t["tx_packets"], app["total"]
+    # The simulator's capture: every packet each way, decoded by tshark as Geneve with GWLB's
+    # option class.
+    r = subprocess.run(["tshark", "-r", str(lab.gwlb_pcap), "-Y", "geneve.option.class == 0x0108",
+                        "-T", "fields", "-E", "occurrence=f", "-e", "ip.src"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    sources = r.stdout.split()
+    assert sources.count(lab.vars["FDLAB_GW_IP"]) == t["tx_packets"]
+    assert sources.count(lab.app_ip(1)) == t["rx_packets"]
