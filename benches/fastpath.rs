@@ -8,8 +8,8 @@
 //! Run: `cargo bench --bench fastpath`. Figures are in BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flowdog_core::build::looped_frames;
-use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig, Policy, Verdict};
+use flowdog_core::build::{looped_fast_path, looped_frames};
+use flowdog_core::Verdict;
 use flowdog_wire::geneve::AwsOptions;
 use flowdog_wire::{inner, EthernetFrame, GenevePacket, Ipv4Packet, UdpPacket};
 use std::hint::black_box;
@@ -26,19 +26,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fastpath");
     for flows in [1u32, 1_000, 100_000] {
         let mut fr = frames(flows, 64);
-        let mut fp = FastPath::new(
-            FastPathConfig {
-                ip: ADDR,
-                mac: MAC,
-                outer_ttl: 64,
-                worker: 0,
-                workers: 1,
-                verify_ipv4_checksum: true,
-                control: false,
-            },
-            Policy::default(),
-            FlowTableConfig { capacity: 262_144, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1 },
-        );
+        let mut fp = looped_fast_path(ADDR, MAC);
         g.throughput(Throughput::Elements(fr.len() as u64));
         g.bench_with_input(BenchmarkId::new("handle", flows), &flows, |b, _| {
             let mut now = 0u64;

@@ -2,8 +2,8 @@
 //! `valgrind --tool=callgrind target/release/examples/profile_fastpath 1000 200`
 //! (flows, rounds). Prints packets handled and drops (which must be 0).
 
-use flowdog_core::build::looped_frames;
-use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig, Policy};
+use flowdog_core::build::{looped_fast_path, looped_frames};
+use flowdog_core::FastPath;
 use std::net::Ipv4Addr;
 
 fn main() {
@@ -13,19 +13,7 @@ fn main() {
     let addr = Ipv4Addr::new(198, 18, 0, 2);
     let mac = [2, 0, 0, 0, 0, 2];
     let mut frames = looped_frames(flows, 64, addr, mac);
-    let mut fp = FastPath::new(
-        FastPathConfig {
-            ip: addr,
-            mac,
-            outer_ttl: 64,
-            worker: 0,
-            workers: 1,
-            verify_ipv4_checksum: true,
-            control: false,
-        },
-        Policy::default(),
-        FlowTableConfig { capacity: 262_144, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1 },
-    );
+    let mut fp = looped_fast_path(addr, mac);
     run_rounds(&mut fp, &mut frames, rounds);
     println!("handled {} packets, {} drops", flows as u64 * rounds as u64, fp.counters.total_drops());
 }

@@ -638,6 +638,7 @@ cmd_appliance_config() { # I [DRAIN_SECONDS]
 args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
 vdevs = ["net_af_packet0,iface=$ifc"]
 file_prefix = "$P-a$i"
+hugepages = "off"
 
 [port]
 name = "net_af_packet0"

@@ -248,11 +248,6 @@ impl ControlIf {
         }
         out
     }
-
-    /// How long smoltcp may wait before it needs polling again (retransmissions, timeouts).
-    pub fn poll_delay_ms(&mut self, now_ms: u64) -> Option<u64> {
-        self.iface.poll_delay(Instant::from_millis(now_ms as i64), &self.sockets).map(|d| d.total_millis())
-    }
 }
 
 /// The HTTP response to a request head, and its status. A HEAD request gets the status line

@@ -155,6 +155,12 @@ pub struct Sim {
 
 const FAULTS: [&str; 3] = ["malformed_geneve", "changed_options", "oversize"];
 
+/// Whether a flow is still within its idle timeout at `now_ms`.
+fn live(cfg: &GwlbConfig, f: &SimFlow, now_ms: u64) -> bool {
+    let timeout_s = if f.tcp { cfg.tcp_idle_timeout_s } else { cfg.other_idle_timeout_s };
+    now_ms.saturating_sub(f.last_seen_ms) <= 1000 * timeout_s
+}
+
 /// Whether an address can be the source or destination of routed traffic.
 fn routable(a: IpAddr) -> bool {
     match a {
@@ -195,10 +201,6 @@ impl Sim {
         }
     }
 
-    pub fn config(&self) -> &GwlbConfig {
-        &self.cfg
-    }
-
     fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix(self.rng)
@@ -215,10 +217,6 @@ impl Sim {
     pub fn set_healthy(&mut self, target: usize, healthy: bool) {
         self.healthy[target] = healthy;
         self.counters.targets[target].healthy = healthy;
-    }
-
-    pub fn healthy(&self, target: usize) -> bool {
-        self.healthy[target]
     }
 
     /// Records a health check's result; returns the new state when it changed.
@@ -269,10 +267,6 @@ impl Sim {
         }
     }
 
-    fn timeout_ms(&self, tcp: bool) -> u64 {
-        1000 * if tcp { self.cfg.tcp_idle_timeout_s } else { self.cfg.other_idle_timeout_s }
-    }
-
     /// An inner packet from `side`: `buf[OUTER_LEN..]` holds it; on [`Ingress::Send`] the
     /// outer headers have been written in front of it.
     pub fn from_side(&mut self, side: usize, buf: &mut [u8], now_ms: u64) -> Result<Ingress, DropCause> {
@@ -299,15 +293,13 @@ impl Sim {
         }
         let (key, dir) = FlowKey::from_summary(&s);
         let tcp = s.protocol == ip_protocol::TCP;
-        if let Some(f) = self.flows.get(&key) {
-            if now_ms.saturating_sub(f.last_seen_ms) > self.timeout_ms(f.tcp) {
-                self.flows.remove(&key);
-                self.counters.flows_expired += 1;
-            }
-        }
         if self.cfg.loopback {
             self.counters.looped_packets += 1;
             return Ok(Ingress::Loop { to_side: 1 - side });
+        }
+        if self.flows.get(&key).is_some_and(|f| !live(&self.cfg, f, now_ms)) {
+            self.flows.remove(&key);
+            self.counters.flows_expired += 1;
         }
         let flow = match self.flows.get(&key).copied() {
             Some(mut f) => {
@@ -359,26 +351,22 @@ impl Sim {
     pub fn fault_copy(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
         let f = self.cfg.faults;
         self.sent += 1;
-        let due = |every: u64, n: u64| every != 0 && n % every == 0;
+        let due = |every: u64| every != 0 && self.sent % every == 0;
+        let kind = [f.malformed_geneve_every, f.changed_options_every, f.oversize_every].into_iter().position(due)?;
         // Geneve starts after the 20-byte outer IPv4 and 8-byte UDP headers.
         const GENEVE: usize = 28;
         let mut copy = packet.to_vec();
-        let kind = if due(f.malformed_geneve_every, self.sent) {
-            copy[GENEVE] |= 0x40;
-            0
-        } else if due(f.changed_options_every, self.sent) {
+        match kind {
+            0 => copy[GENEVE] |= 0x40,
             // The flow cookie's last byte: the third option's data ends the 40-byte header.
-            copy[GENEVE + 39] ^= 0x5a;
-            1
-        } else if due(f.oversize_every, self.sent) {
-            copy.resize(OUTER_LEN + 8600, 0);
-            let total = copy.len() as u16;
-            copy[24..26].copy_from_slice(&(total - 20).to_be_bytes());
-            copy[2..4].copy_from_slice(&total.to_be_bytes());
-            2
-        } else {
-            return None;
-        };
+            1 => copy[GENEVE + 39] ^= 0x5a,
+            _ => {
+                copy.resize(OUTER_LEN + 8600, 0);
+                let total = copy.len() as u16;
+                copy[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+                copy[2..4].copy_from_slice(&total.to_be_bytes());
+            }
+        }
         self.injected[kind] += 1;
         Some(copy)
     }
@@ -406,9 +394,8 @@ impl Sim {
         }
         let s = summarize(protocol, inner).map_err(|_| DropCause::ReturnMalformed)?;
         let (key, dir) = FlowKey::from_summary(&s);
-        let timeout = self.timeout_ms(s.protocol == ip_protocol::TCP);
         let f = match self.flows.get_mut(&key) {
-            Some(f) if now_ms.saturating_sub(f.last_seen_ms) <= timeout => f,
+            Some(f) if live(&self.cfg, f, now_ms) => f,
             _ => return Err(DropCause::ReturnUnknownFlow),
         };
         let from_side = if dir == Direction::LoToHi { f.lo_side } else { 1 - f.lo_side };
@@ -445,9 +432,9 @@ impl Sim {
 
     /// Forgets the flows idle past their timeout; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
-        let (tcp, other) = (self.timeout_ms(true), self.timeout_ms(false));
         let before = self.flows.len();
-        self.flows.retain(|_, f| now_ms.saturating_sub(f.last_seen_ms) <= if f.tcp { tcp } else { other });
+        let cfg = &self.cfg;
+        self.flows.retain(|_, f| live(cfg, f, now_ms));
         let n = before - self.flows.len();
         self.counters.flows_expired += n as u64;
         n

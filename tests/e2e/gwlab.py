@@ -103,30 +103,10 @@ class GwLab:
     def app_ip(self, i):
         return self.vars[f"FDLAB_APP{i}_IP"]
 
-    def start_appliance(self, i, cpu=1, extra="", drain=0):
-        cfg = f"""
-[eal]
-args = ["--no-pci", "--log-level=lib.eal:warning", "--log-level=pmd.*:warning"]
-vdevs = ["net_af_packet0,iface={self.vars[f'FDLAB_APP{i}_IF']}"]
-file_prefix = "{self.prefix}-a{i}"
-hugepages = "off"
-
-[port]
-name = "net_af_packet0"
-mbufs_per_worker = 8191
-
-[appliance]
-ip = "{self.app_ip(i)}"
-mac = "{self.vars[f'FDLAB_APP{i}_MAC']}"
-
-[workers]
-cpus = [{cpu}]
-control_cpu = 0
-
-[control]
-drain_seconds = {drain}
-{extra}
-"""
+    def start_appliance(self, i, extra="", drain=0):
+        """flowdog run in appliance i's namespace, on the config `lab.sh appliance-config` gives,
+        with `extra` TOML appended."""
+        cfg = sh(LAB, "appliance-config", str(i), str(drain), env=self.env).stdout + extra
         path = self.dir / f"app{i}.toml"
         path.write_text(cfg)
         counters = self.dir / f"app{i}.json"

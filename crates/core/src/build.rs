@@ -228,6 +228,24 @@ fn fill_payload(p: &mut [u8]) {
     }
 }
 
+/// A one-worker fast path for [`looped_frames`] (the same `ip` and `mac`), with allow-all policy,
+/// timeouts that never expire and room for 262 144 flows: what the benches and profiles run.
+pub fn looped_fast_path(ip: Ipv4Addr, mac: [u8; 6]) -> crate::FastPath {
+    crate::FastPath::new(
+        crate::FastPathConfig {
+            ip,
+            mac,
+            outer_ttl: 64,
+            worker: 0,
+            workers: 1,
+            verify_ipv4_checksum: true,
+            control: false,
+        },
+        crate::Policy::default(),
+        crate::FlowTableConfig { capacity: 262_144, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1 },
+    )
+}
+
 /// Frames of `flows` flows (80% IPv4, 20% IPv6; TCP and UDP alternating; inner packets of
 /// `size` bytes) for benches and profiling. The GWLB and the appliance share one MAC and one IP
 /// (`ip`, `mac`), so a frame the fast path turns around is valid input again and a bench can
