@@ -4,8 +4,9 @@
 #   ${FDLAB}-c (client)          ${FDLAB}-gw (GWLB simulator)                 ${FDLAB}-s (server)
 #   eth0 198.18.1.10 ------- gwc 198.18.1.1    gws 198.18.2.1 ------- eth0 198.18.2.10 .11 .12
 #        fd00:fd:1::10           fd00:fd:1::1   fd00:fd:2::1                fd00:fd:2::10
-#                                tunc, tuns (TUN, no addresses)          nginx 80/443, iperf3,
-#                                brapp 198.18.0.1                        UDP/TCP echo on port 7
+#                                tunc, tuns (TUN, no addresses)          nginx 80/443, h2c 8081,
+#                                brapp 198.18.0.1                        iperf3, UDP/TCP echo 7,
+#                                blackhole 198.18.3.0/24                 HTTP echo 8080, WS 8765
 #                                 |-- gwa1 ------- dp0 ${FDLAB}-a1 (appliance 198.18.0.2, no IP)
 #                                 |-- gwaN ------- dp0 ${FDLAB}-aN (appliance 198.18.0.(1+N))
 #
@@ -18,6 +19,21 @@
 # Addresses are from 198.18.0.0/15 and fd00:fd::/32; no namespace has a link to the root
 # namespace, so nothing routes out of the machine.
 #
+# The server's services, each on every server address (198.18.2.10 .11 .12, fd00:fd:2::10):
+#   nginx 80 (HTTP/1.1), 443 (TLS, h2 or HTTP/1.1), 8081 (cleartext HTTP/2 with prior
+#         knowledge, h2c: the content of port 80; no HTTP/1.1 there). www serves /index.html,
+#         /echo, /big.bin (20 MiB) and /big100.bin (100 MiB), both random, made at "up".
+#   iperf3 5201; UDP and TCP echo on port 7 (echo.py).
+#   scripts/lab_httpecho.py (copied to the state dir):
+#     8080  a strict HTTP/1.1 server that parses requests itself: GET /headers answers the
+#           request head byte for byte (header-name case survives), POST|PUT /upload answers
+#           the sha256 and size of the body (Content-Length or chunked, Expect: 100-continue),
+#           GET /stream/N sends N bytes (byte i = i % 251) chunked; anything malformed: 400.
+#     8765  a WebSocket echo (python3-websockets): every message back with its type.
+#   Nothing listens on port 9 (FDLAB_CLOSED_PORT): a TCP connect to it gets an RST.
+# In gw, 198.18.3.0/24 (FDLAB_BLACKHOLE_IP 198.18.3.1) is a blackhole route: what the client
+# sends there through the GWLB path is dropped silently, so a TCP connect to it times out.
+#
 # Usage (as root):
 #   scripts/lab.sh up [--appliances N]   tear down leftovers of this prefix, build the lab (N: 1..4)
 #   scripts/lab.sh down                  remove everything (processes, namespaces, files)
@@ -29,7 +45,8 @@
 #
 # Every name carries the prefix $FDLAB (default fdlab): namespaces ${FDLAB}-gw, -c, -s, -a1..-a4,
 # state in /run/${FDLAB}, /etc/netns/${FDLAB}-*/hosts. Interfaces live inside namespaces and have
-# short fixed names. Needs: ip, nginx, iperf3, openssl, curl, python3 (scripts/setup.sh).
+# short fixed names. Needs: ip, nginx, iperf3, openssl, curl, python3 and python3-websockets
+# (scripts/setup.sh).
 set -euo pipefail
 umask 022
 
@@ -49,8 +66,15 @@ MAX_APPS=4
 MTU=9001 EDGE_MTU=1500 TUN_MTU=9000
 GW_BR_MAC=02:fd:00:00:ff:01
 HOSTS_WWW=www.lab.test HOSTS_IMG=img.lab.test HOSTS_STS=sts.lab.test
-BIG_SIZE=$((20 * 1024 * 1024))
-ECHO_PORT=7 IPERF_PORT=5201
+BIG_SIZE=$((20 * 1024 * 1024)) BIG100_SIZE=$((100 * 1024 * 1024))
+ECHO_PORT=7 IPERF_PORT=5201 HTTPECHO_PORT=8080 H2C_PORT=8081 WS_PORT=8765
+# Nothing may listen on CLOSED_PORT in the server namespace (checked at "up").
+CLOSED_PORT=9
+BLACKHOLE_NET=198.18.3.0/24 BLACKHOLE_IP=198.18.3.1
+# Every server service listens on each of these (one socket per address, so that a reply
+# leaves from the address the request went to).
+SERVER_ADDRS=(198.18.2.10 198.18.2.11 198.18.2.12 fd00:fd:2::10)
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Serialises up/down of one prefix. The empty lock file stays (deleting it while another caller
 # waits on it would let two callers in at once); /run/lock is a tmpfs.
 LOCK=/run/lock/flowdog-lab-$P.lock
@@ -142,6 +166,18 @@ need_tools() {
   for t in ip nginx iperf3 openssl curl ss flock sha256sum "$PY"; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
+  [ -f "$LAB_DIR/lab_httpecho.py" ] || missing+=("$LAB_DIR/lab_httpecho.py")
+  # The WebSocket server needs websockets >= 10.1 (a handler without the path argument).
+  # Debian's python3-websockets is seen by /usr/bin/python3, not by a pyenv or venv $PY.
+  WSPY=
+  for t in "$PY" /usr/bin/python3; do
+    if "$t" -c 'import sys; from websockets.version import version as v
+sys.exit(tuple(int(x) for x in v.split(".")[:2]) < (10, 1))' >/dev/null 2>&1; then
+      WSPY=$t
+      break
+    fi
+  done
+  [ -n "$WSPY" ] || missing+=("python3-websockets (>= 10.1)")
   [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (run scripts/setup.sh)"
 }
 
@@ -256,6 +292,14 @@ build_net() {
   ip -n "$NS_C" -6 route add default via fd00:fd:1::1
   ip -n "$NS_S" route add default via 198.18.2.1
   ip -n "$NS_S" -6 route add default via fd00:fd:2::1
+
+  # A destination that swallows packets, for connect timeouts: what the simulator writes into a
+  # TUN for 198.18.3.0/24 (the client's packets, back from the appliance) is routed by the main
+  # table to this blackhole and dropped without a trace. A blackhole route fails with EINVAL, for
+  # which the kernel's ip_error sends nothing; "unreachable" (EHOSTUNREACH) or "prohibit" would
+  # answer with ICMP, and so would no route at all (net unreachable). So no RST and no ICMP: a
+  # TCP connect to it times out. (A socket in gw itself gets EINVAL at once, without a packet.)
+  ip -n "$NS_GW" route add blackhole "$BLACKHOLE_NET"
 }
 
 make_content() {
@@ -267,6 +311,10 @@ make_content() {
 EOF
   head -c "$BIG_SIZE" /dev/urandom >"$STATE/www/big.bin"
   sha256sum "$STATE/www/big.bin" | cut -d' ' -f1 >"$STATE/big.bin.sha256"
+  # A transfer five times longer than big.bin's. /run is a tmpfs: it holds 100 MiB of memory
+  # while the lab is up.
+  head -c "$BIG100_SIZE" /dev/urandom >"$STATE/www/big100.bin"
+  sha256sum "$STATE/www/big100.bin" | cut -d' ' -f1 >"$STATE/big100.bin.sha256"
 
   # A real 64x64 RGB PNG (a gradient), standard library only.
   "$PY" - "$STATE/img/cat.png" <<'EOF'
@@ -309,8 +357,10 @@ write_nginx_conf() {
   local d=$STATE/nginx user=www-data
   id -u "$user" >/dev/null 2>&1 || user=nobody
   mkdir -p "$d/tmp"
-  # Every "listen" pair: all IPv4 and all IPv6 addresses of the server namespace.
+  # Every "listen" pair: all IPv4 and all IPv6 addresses of the server namespace. "http2"
+  # without "ssl" is cleartext HTTP/2 with prior knowledge (h2c, no Upgrade from HTTP/1.1).
   local l80='listen 80; listen [::]:80;' l443='listen 443 ssl http2; listen [::]:443 ssl http2;'
+  local l8081="listen $H2C_PORT http2; listen [::]:$H2C_PORT http2;"
   cat >"$d/nginx.conf" <<EOF
 # flowdog lab $P (scripts/lab.sh): nginx in $NS_S. Nothing here comes from /etc/nginx.
 user $user;
@@ -350,12 +400,13 @@ http {
     server {
         listen 80 default_server; listen [::]:80 default_server;
         listen 443 ssl http2 default_server; listen [::]:443 ssl http2 default_server;
+        listen $H2C_PORT http2 default_server; listen [::]:$H2C_PORT http2 default_server;
         server_name _;
         return 404;
     }
 
     server {
-        $l80 $l443
+        $l80 $l443 $l8081
         server_name $HOSTS_WWW 198.18.2.10 [fd00:fd:2::10];
         root $STATE/www;
         index index.html;
@@ -367,14 +418,14 @@ http {
     }
 
     server {
-        $l80 $l443
+        $l80 $l443 $l8081
         server_name $HOSTS_IMG 198.18.2.11;
         root $STATE/img;
     }
 
     # What AWS STS GetCallerIdentity answers (GET or POST, whatever the body).
     server {
-        $l80 $l443
+        $l80 $l443 $l8081
         server_name $HOSTS_STS 198.18.2.12;
         location / {
             default_type text/xml;
@@ -476,7 +527,18 @@ start_services() {
   # A plain command in the background (no subshell stays behind); echo.py writes its pid file.
   write_echo_server
   ip netns exec "$NS_S" "$PY" "$STATE/echo.py" "$ECHO_PORT" "$STATE/echo.pid" \
-    198.18.2.10 198.18.2.11 198.18.2.12 fd00:fd:2::10 </dev/null >>"$STATE/echo.log" 2>&1 9>&- &
+    "${SERVER_ADDRS[@]}" </dev/null >>"$STATE/echo.log" 2>&1 9>&- &
+  disown
+
+  # The HTTP and WebSocket echo servers, likewise; they write their pid files once listening.
+  # A copy in the state dir: the lab keeps running what it started with while the checkout
+  # changes, and "down" removes it with the rest.
+  install -m 0644 "$LAB_DIR/lab_httpecho.py" "$STATE/lab_httpecho.py"
+  ip netns exec "$NS_S" "$PY" "$STATE/lab_httpecho.py" http "$HTTPECHO_PORT" "$STATE/httpecho.pid" \
+    "${SERVER_ADDRS[@]}" </dev/null >>"$STATE/httpecho.log" 2>&1 9>&- &
+  disown
+  ip netns exec "$NS_S" "$WSPY" "$STATE/lab_httpecho.py" ws "$WS_PORT" "$STATE/wsecho.pid" \
+    "${SERVER_ADDRS[@]}" </dev/null >>"$STATE/wsecho.log" 2>&1 9>&- &
   disown
 
   wait_for 10 "nginx (http)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 "http://$HOSTS_WWW/"
@@ -485,6 +547,13 @@ start_services() {
   wait_for 10 "iperf3" alive "$NS_S" "$STATE/iperf3.pid"
   wait_for 10 "iperf3 listening" sh -c "ip netns exec '$NS_S' ss -Hltn 'sport = :$IPERF_PORT' | grep -q ."
   wait_for 10 "the echo server (see $STATE/echo.log)" alive "$NS_S" "$STATE/echo.pid"
+  wait_for 10 "nginx (h2c)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 --http2-prior-knowledge \
+    "http://$HOSTS_WWW:$H2C_PORT/"
+  wait_for 10 "the HTTP echo server (see $STATE/httpecho.log)" alive "$NS_S" "$STATE/httpecho.pid"
+  wait_for 10 "the WebSocket echo server (see $STATE/wsecho.log)" alive "$NS_S" "$STATE/wsecho.pid"
+  if nsx "$NS_S" ss -Hltn "sport = :$CLOSED_PORT" | grep -q .; then
+    die "something listens on port $CLOSED_PORT in $NS_S, which must stay closed"
+  fi
 }
 
 write_env() {
@@ -526,10 +595,19 @@ write_env() {
     echo "FDLAB_BIG_URL_PATH=/big.bin"
     echo "FDLAB_BIG_SIZE=$BIG_SIZE"
     echo "FDLAB_BIG_SHA256=$(cat "$STATE/big.bin.sha256")"
+    echo "FDLAB_BIG100_URL_PATH=/big100.bin"
+    echo "FDLAB_BIG100_SIZE=$BIG100_SIZE"
+    echo "FDLAB_BIG100_SHA256=$(cat "$STATE/big100.bin.sha256")"
     echo "FDLAB_PNG_URL_PATH=/cat.png"
     echo "FDLAB_PNG_SHA256=$(sha256sum "$STATE/img/cat.png" | cut -d' ' -f1)"
     echo "FDLAB_IPERF_PORT=$IPERF_PORT"
     echo "FDLAB_ECHO_PORT=$ECHO_PORT"
+    echo "FDLAB_HTTPECHO_PORT=$HTTPECHO_PORT"
+    echo "FDLAB_H2C_PORT=$H2C_PORT"
+    echo "FDLAB_WS_PORT=$WS_PORT"
+    echo "FDLAB_CLOSED_PORT=$CLOSED_PORT"
+    echo "FDLAB_BLACKHOLE_NET=$BLACKHOLE_NET"
+    echo "FDLAB_BLACKHOLE_IP=$BLACKHOLE_IP"
     echo "FDLAB_APPLIANCES=$n"
     for ((i = 1; i <= n; i++)); do
       echo "FDLAB_APP${i}_NS=$P-a$i"
@@ -605,7 +683,8 @@ cmd_status() {
     done
   fi
   local svc f
-  for svc in nginx:nginx/nginx.pid iperf3:iperf3.pid udp-echo:echo.pid; do
+  for svc in nginx:nginx/nginx.pid iperf3:iperf3.pid udp-echo:echo.pid http-echo:httpecho.pid \
+    ws-echo:wsecho.pid; do
     f=$STATE/${svc#*:}
     if alive "$NS_S" "$f"; then
       echo "$NS_S ${svc%%:*}: running (pid $(head -n1 "$f"))"

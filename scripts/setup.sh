@@ -5,7 +5,8 @@ set -euo pipefail
 
 APT_PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 iputils-ping
           tshark tcpdump python3-pip procps
-          nginx iperf3 nghttp2-client curl openssl ethtool)
+          nginx iperf3 nghttp2-client curl openssl ethtool
+          python3-websockets)  # the lab's WebSocket echo server (scripts/lab_httpecho.py)
 PIP_PKGS=("scapy==2.6.1" "pytest==8.3.4")
 
 if [ "$(id -u)" != 0 ]; then

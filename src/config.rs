@@ -1,6 +1,8 @@
 //! `flowdog.toml`: the appliance's configuration, parsed with serde and checked field by field.
 //! Every error names the file, the field and what is wrong with it.
 
+use crate::intercept::tcp::LegConfig;
+use crate::intercept::{InterceptConfig, WhenFull};
 use anyhow::{anyhow, bail, Context, Result};
 use flowdog_core::policy::{self, Action, Cidr, PortRange, Rule};
 use serde::Deserialize;
@@ -25,6 +27,100 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub intercept: InterceptSection,
+}
+
+/// Interception: the TCP pairs of the flows that policy marks `intercept`, and the HTTP proxy
+/// between them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptSection {
+    /// TCP pairs (intercepted connections) per worker at most.
+    #[serde(default = "default_max_flows")]
+    pub max_flows_per_worker: usize,
+    /// A new intercepted flow when all pairs are in use: "pass" (fast path, uninspected) or
+    /// "refuse" (RST).
+    #[serde(default = "default_when_full")]
+    pub when_full: String,
+    /// Receive and send buffer of each leg's TCP socket: a pair holds four. They bound the
+    /// memory of an intercepted flow and its window.
+    #[serde(default = "default_leg_buffer")]
+    pub leg_buffer_bytes: usize,
+    /// The inner MTU of the legs' packets (GWLB's: 8 500); the mbuf data room may lower it.
+    #[serde(default = "default_inner_mtu")]
+    pub inner_mtu: usize,
+    /// How long the server may take to accept the upstream connection (SYN retransmissions
+    /// included). The client's SYN-ACK waits for it.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Data unacknowledged this long on a leg: the peer is gone, the pair is torn down.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout_secs: u64,
+    /// Largest body collected whole when a rewrite asks for one.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// The built-in rewrite: requests to this host get a lowercase `user-agent` header name.
+    pub lowercase_user_agent_host: Option<String>,
+}
+
+fn default_max_flows() -> usize {
+    1024
+}
+fn default_when_full() -> String {
+    "pass".into()
+}
+fn default_leg_buffer() -> usize {
+    64 * 1024
+}
+fn default_inner_mtu() -> usize {
+    8500
+}
+fn default_connect_timeout() -> u64 {
+    75
+}
+fn default_peer_timeout() -> u64 {
+    60
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+impl Default for InterceptSection {
+    fn default() -> Self {
+        InterceptSection {
+            max_flows_per_worker: default_max_flows(),
+            when_full: default_when_full(),
+            leg_buffer_bytes: default_leg_buffer(),
+            inner_mtu: default_inner_mtu(),
+            connect_timeout_secs: default_connect_timeout(),
+            peer_timeout_secs: default_peer_timeout(),
+            max_body_bytes: default_max_body(),
+            lowercase_user_agent_host: None,
+        }
+    }
+}
+
+impl InterceptSection {
+    /// The interceptor's settings; `mbuf_data_room` caps the legs' MTU (a packet and its
+    /// outer headers fit one mbuf) and `tcp_idle_secs` is the flow table's TCP idle timeout.
+    pub fn settings(&self, mbuf_data_room: u16, tcp_idle_secs: u64) -> InterceptConfig {
+        use smoltcp::time::Duration;
+        let room = (mbuf_data_room as usize).saturating_sub(128 + flowdog_core::fastpath::OUTER_MAX);
+        InterceptConfig {
+            max_flows: self.max_flows_per_worker,
+            when_full: if self.when_full == "refuse" { WhenFull::Refuse } else { WhenFull::Pass },
+            leg: LegConfig {
+                rx_buffer: self.leg_buffer_bytes,
+                tx_buffer: self.leg_buffer_bytes,
+                mtu: self.inner_mtu.min(room),
+            },
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            peer_timeout: Duration::from_secs(self.peer_timeout_secs),
+            idle_timeout: Duration::from_secs(tcp_idle_secs),
+            max_body: self.max_body_bytes,
+        }
+    }
 }
 
 /// The control interface: the appliance's own TCP endpoint (health checks), run by the control
@@ -294,6 +390,29 @@ impl Config {
         }
         if !(0.0..=3600.0).contains(&c.drain_seconds) {
             bail!("control.drain_seconds: {} is outside 0..=3600", c.drain_seconds);
+        }
+        let i = &self.intercept;
+        if i.when_full != "pass" && i.when_full != "refuse" {
+            bail!("intercept.when_full: {:?} is not \"pass\" or \"refuse\"", i.when_full);
+        }
+        if i.max_flows_per_worker == 0 || i.max_flows_per_worker > 1 << 20 {
+            bail!("intercept.max_flows_per_worker: {} is outside 1..=1048576", i.max_flows_per_worker);
+        }
+        if !(4096..=16 << 20).contains(&i.leg_buffer_bytes) {
+            bail!("intercept.leg_buffer_bytes: {} is outside 4096..=16777216", i.leg_buffer_bytes);
+        }
+        if !(576..=8500).contains(&i.inner_mtu) {
+            bail!("intercept.inner_mtu: {} is outside 576..=8500 (GWLB carries at most 8500)", i.inner_mtu);
+        }
+        let room = (self.port.mbuf_data_room as usize).saturating_sub(128 + flowdog_core::fastpath::OUTER_MAX);
+        if room < 576 {
+            bail!(
+                "port.mbuf_data_room: {} leaves {room} bytes for intercepted packets; 576 at least",
+                self.port.mbuf_data_room
+            );
+        }
+        if i.connect_timeout_secs == 0 || i.peer_timeout_secs == 0 {
+            bail!("intercept.connect_timeout_secs and intercept.peer_timeout_secs must be positive");
         }
         self.policy()?;
         if !self.production && !self.eal.args.iter().any(|a| a == "--no-pci") {

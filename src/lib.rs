@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod gen;
 pub mod gwlb;
+pub mod intercept;
 pub mod pcap;
 pub mod run;
 pub mod worker;

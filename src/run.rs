@@ -3,15 +3,18 @@
 
 use crate::config::{parse_hex, parse_mac, Config};
 use crate::control::{ControlIf, Health};
+use crate::intercept::hook::{host_only, Builtin};
+use crate::intercept::Interceptor;
 use crate::worker::{ControlLink, Timers, Worker};
 use anyhow::{anyhow, bail, Context, Result};
 use flowdog_core::counters::{CounterSlot, Counters};
 use flowdog_core::{FastPath, FastPathConfig, FlowTableConfig};
-use flowdog_dpdk::eal::{set_thread_affinity, tsc_hz};
+use flowdog_dpdk::eal::{rdtsc, set_thread_affinity, tsc_hz};
 use flowdog_dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer};
 use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,8 +149,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             stop.clone(),
             timers,
             link,
+            pools[i],
         );
-        eal.launch(lcores[i], move || w.run())?;
+        let icfg = cfg.intercept.settings(cfg.port.mbuf_data_room, cfg.flows.tcp_idle_timeout_secs);
+        let builtin =
+            Builtin { lowercase_user_agent_host: cfg.intercept.lowercase_user_agent_host.as_deref().map(host_only) };
+        let seed = rdtsc() ^ ((i as u64) << 56);
+        eal.launch(lcores[i], move || w.run(|| Interceptor::new(icfg, i, Rc::new(builtin), seed)))?;
     }
     println!(
         "flowdog: ready: {n} worker(s) on CPUs {:?}, port {} ({}), appliance {} / {}, {} flows per worker",
@@ -163,6 +171,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
     let mut last_stats = Instant::now();
+    let mut last_counters = Instant::now();
     let mut control = ControlIf::new(cfg.appliance.ip, mac, &cfg.control.health_ports, now_ms());
     let mut burst = Burst::<32>::new();
     let mut alive = Liveness::new(heartbeats);
@@ -207,6 +216,18 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             }
         }
         control_tx.flush();
+        if let Some(path) = &opts.counters_out {
+            if last_counters.elapsed() >= Duration::from_secs(1) {
+                last_counters = Instant::now();
+                let cc = control.counters;
+                let named = [
+                    ("control_rx_frames", cc.rx_frames),
+                    ("control_tx_frames", cc.tx_frames),
+                    ("control_http_requests", cc.http_requests),
+                ];
+                write_counters(path, &slots, port.xstats().unwrap_or_default(), &named)?;
+            }
+        }
         if let Some(every) = opts.stats {
             if last_stats.elapsed().as_secs_f64() >= every {
                 last_stats = Instant::now();
@@ -217,7 +238,6 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let failed = eal.wait_all();
-    let per_worker: Vec<Counters> = slots.iter().map(|s| s.read()).collect();
     let total = sum(&slots);
     let pstats = port.stats().ok();
     let xstats = port.xstats().unwrap_or_default();
@@ -256,14 +276,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         println!("  xstat {name:<26} {v}");
     }
     if let Some(path) = &opts.counters_out {
-        let obj = |c: &Counters| serde_json::Value::Object(c.named().into_iter().map(|(k, v)| (k, v.into())).collect());
-        let doc = serde_json::json!({
-            "total": obj(&total),
-            "workers": per_worker.iter().map(obj).collect::<Vec<_>>(),
-            "xstats": serde_json::Value::Object(xstats.into_iter().map(|(k, v)| (k, v.into())).collect()),
-            "control": serde_json::Value::Object(control_named.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect()),
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("{}", path.display()))?;
+        write_counters(path, &slots, xstats, &control_named)?;
     }
     // Every DPDK object goes before the EAL does (rings and mbufs freed after rte_eal_cleanup crash).
     drop(control_tx);
@@ -280,6 +293,28 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if !failed.is_empty() {
         bail!("worker lcores {failed:?} failed (panicked)");
     }
+    Ok(())
+}
+
+/// Writes the counters as JSON (total, per worker, xstats, control interface), replacing the
+/// file in one rename so a reader never sees half of it.
+fn write_counters(
+    path: &std::path::Path,
+    slots: &[Arc<CounterSlot>],
+    xstats: Vec<(String, u64)>,
+    control: &[(&str, u64)],
+) -> Result<()> {
+    let obj = |c: &Counters| serde_json::Value::Object(c.named().into_iter().map(|(k, v)| (k, v.into())).collect());
+    let per_worker: Vec<Counters> = slots.iter().map(|s| s.read()).collect();
+    let doc = serde_json::json!({
+        "total": obj(&sum(slots)),
+        "workers": per_worker.iter().map(obj).collect::<Vec<_>>(),
+        "xstats": serde_json::Value::Object(xstats.into_iter().map(|(k, v)| (k, v.into())).collect()),
+        "control": serde_json::Value::Object(control.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect()),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
     Ok(())
 }
 

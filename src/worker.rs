@@ -9,10 +9,13 @@
 //!   every ~10 µs: sweep a few flow-table buckets; every ~10 ms: publish counters
 //! ```
 
+use crate::intercept::{GwlbIds, Interceptor, WhenFull, Wire};
 use flowdog_core::counters::{CounterSlot, DropCause};
-use flowdog_core::{FastPath, Pending, Stage, Verdict};
+use flowdog_core::flow::Direction;
+use flowdog_core::{FastPath, Intercepted, Pending, Stage, Verdict};
 use flowdog_dpdk::eal::{prefetch, rdtsc};
-use flowdog_dpdk::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
+use flowdog_dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
+use smoltcp::time::Instant;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -43,8 +46,12 @@ pub struct Worker {
     control_tx: Option<RingConsumer>,
     /// Written at every publish (TSC): the control plane's proof that this worker runs.
     heartbeat: Arc<AtomicU64>,
+    /// Where the interception layer's packets come from.
+    pool: Mempool,
+    wire: WireStats,
     flush_ticks: u64,
     tick_ticks: u64,
+    ticks_per_us: u64,
     publish_ticks: u64,
     last_flush: u64,
     last_tick: u64,
@@ -57,11 +64,67 @@ pub struct Timers {
     pub flush: u64,
     pub tick: u64,
     pub publish: u64,
+    /// TSC ticks per microsecond (the interception layer's clock).
+    pub us: u64,
 }
 
 impl Timers {
     pub fn from_hz(tsc_hz: u64, flush_us: u64) -> Timers {
-        Timers { flush: tsc_hz / 1_000_000 * flush_us, tick: tsc_hz / 100_000, publish: tsc_hz / 100 }
+        Timers {
+            flush: tsc_hz / 1_000_000 * flush_us,
+            tick: tsc_hz / 100_000,
+            publish: tsc_hz / 100,
+            us: (tsc_hz / 1_000_000).max(1),
+        }
+    }
+}
+
+/// What the interception layer's packets did on their way out.
+#[derive(Debug, Default, Clone, Copy)]
+struct WireStats {
+    tx: u64,
+    no_mbuf: u64,
+    no_header: u64,
+}
+
+/// The interception layer's way out: each packet a leg sends gets the flow's outer headers for
+/// its direction (the Geneve header GWLB last sent that way) in a fresh mbuf, then the port's
+/// transmit buffer.
+struct WorkerWire<'a> {
+    fast: &'a FastPath,
+    pool: Mempool,
+    tx: &'a mut TxBuffer<BURST>,
+    stats: &'a mut WireStats,
+}
+
+fn opposite(d: Direction) -> Direction {
+    match d {
+        Direction::LoToHi => Direction::HiToLo,
+        Direction::HiToLo => Direction::LoToHi,
+    }
+}
+
+impl Wire for WorkerWire<'_> {
+    fn emit(&mut self, slot: u32, to_client: bool, len: usize, fill: &mut dyn FnMut(&mut [u8])) {
+        let client_dir = self.fast.table.entry(slot as usize).initiator;
+        let dir = if to_client { opposite(client_dir) } else { client_dir };
+        let Some(outer) = self.fast.outer(slot as usize, dir) else {
+            self.stats.no_header += 1;
+            return;
+        };
+        let Ok(mut m) = Mbuf::alloc(&self.pool) else {
+            self.stats.no_mbuf += 1;
+            return;
+        };
+        if !m.append(outer.len() + len) {
+            self.stats.no_mbuf += 1;
+            return;
+        }
+        let f = m.data_mut();
+        fill(&mut f[outer.len()..]);
+        outer.write(f);
+        self.stats.tx += 1;
+        self.tx.push(m);
     }
 }
 
@@ -93,6 +156,7 @@ impl Worker {
         stop: Arc<AtomicBool>,
         timers: Timers,
         control: ControlLink,
+        pool: Mempool,
     ) -> Worker {
         Worker {
             index,
@@ -110,8 +174,11 @@ impl Worker {
             control: control.to_control,
             control_tx: control.from_control,
             heartbeat: control.heartbeat,
+            pool,
+            wire: WireStats::default(),
             flush_ticks: timers.flush,
             tick_ticks: timers.tick,
+            ticks_per_us: timers.us,
             publish_ticks: timers.publish,
             last_flush: 0,
             last_tick: 0,
@@ -119,28 +186,35 @@ impl Worker {
         }
     }
 
-    /// Busy-polls until told to stop, then flushes and publishes its last counters.
-    pub fn run(mut self) {
+    /// Busy-polls until told to stop, then flushes and publishes its last counters. The
+    /// interception layer is made here, on the worker's own thread, which it never leaves.
+    pub fn run(mut self, make_interceptor: impl FnOnce() -> Interceptor) {
+        let mut icpt = make_interceptor();
         while !self.stop.load(Ordering::Relaxed) {
-            self.poll_once(rdtsc());
+            self.poll_once(rdtsc(), &mut icpt);
         }
         self.flush();
-        self.publish();
+        self.publish(&icpt);
     }
 
-    /// One pass of the loop: a burst from the port, the rings from other workers, then the
-    /// timers. Returns how many packets it handled.
+    /// One pass of the loop: a burst from the port, the rings from other workers, the
+    /// interception layer's tasks and timers (only while it has flows), then the timers.
+    /// Returns how many packets it handled.
     #[inline]
-    pub fn poll_once(&mut self, now: u64) -> usize {
+    pub fn poll_once(&mut self, now: u64, icpt: &mut Interceptor) -> usize {
         let n = self.rxq.rx_burst(&mut self.burst);
         self.fast.counters.rx_packets += n as u64;
-        self.burst_passes(now, false);
+        self.burst_passes(now, false, icpt);
         let mut handled = n;
         for r in 0..self.inbound.len() {
             let k = self.inbound[r].dequeue_burst(&mut self.burst);
             self.fast.counters.steered_in += k as u64;
-            self.burst_passes(now, true);
+            self.burst_passes(now, true, icpt);
             handled += k;
+        }
+        if icpt.active() > 0 || icpt.tasks() > 0 {
+            let mut wire = WorkerWire { fast: &self.fast, pool: self.pool, tx: &mut self.tx, stats: &mut self.wire };
+            icpt.poll(&mut wire, Instant::from_micros((now / self.ticks_per_us) as i64));
         }
         for p in self.outbound.iter_mut().flatten() {
             p.flush();
@@ -165,7 +239,7 @@ impl Worker {
             self.last_tick = now;
         }
         if now.wrapping_sub(self.last_publish) >= self.publish_ticks {
-            self.publish();
+            self.publish(icpt);
             self.last_publish = now;
         }
         handled
@@ -173,7 +247,7 @@ impl Worker {
 
     /// Runs the burst in `self.burst` through the three passes.
     #[inline(always)]
-    fn burst_passes(&mut self, now: u64, steered: bool) {
+    fn burst_passes(&mut self, now: u64, steered: bool, icpt: &mut Interceptor) {
         let n = self.burst.len();
         let mut k = 0;
         for _ in 0..n {
@@ -205,8 +279,10 @@ impl Worker {
         }
         for i in 0..k {
             if let Some(mut m) = self.held[i].take() {
-                let v = self.fast.flow_stage(m.data_mut(), &self.pending[i], now);
-                self.apply(m, v);
+                match self.fast.flow_stage(m.data_mut(), &self.pending[i], now) {
+                    Verdict::Intercept(iv) => self.intercept(m, &iv, i, now, icpt),
+                    v => self.apply(m, v),
+                }
             }
         }
     }
@@ -229,7 +305,34 @@ impl Worker {
                 Some(c) => c.push(m),
                 None => self.fast.counters.drop(DropCause::ControlRingFull),
             },
-            Verdict::Drop => drop(m),
+            // Only the flow stage intercepts, and burst_passes hands those to `intercept`.
+            Verdict::Intercept(_) | Verdict::Drop => drop(m),
+        }
+    }
+
+    /// A packet of an intercepted flow: its inner packet goes to the flow's TCP pair (the
+    /// frame is freed after); a flow the interceptor cannot take is passed or refused.
+    #[inline(never)]
+    fn intercept(&mut self, mut m: Mbuf, v: &Intercepted, i: usize, now: u64, icpt: &mut Interceptor) {
+        let slot = v.slot as usize;
+        let client_dir = self.fast.table.entry(slot).initiator;
+        let meta = self.fast.dir_meta(slot, client_dir);
+        let ids = GwlbIds {
+            vpc_endpoint_id: meta.vpc_endpoint_id,
+            attachment_id: meta.attachment_id,
+            flow_cookie: meta.flow_cookie,
+        };
+        let (off, len) = (v.inner_off as usize, v.inner_len as usize);
+        let now_us = Instant::from_micros((now / self.ticks_per_us) as i64);
+        let mut wire = WorkerWire { fast: &self.fast, pool: self.pool, tx: &mut self.tx, stats: &mut self.wire };
+        let taken = match m.data_mut().get_mut(off..off + len) {
+            Some(inner) => icpt.input(&mut wire, v, inner, ids, now_us).is_ok(),
+            None => true,
+        };
+        if !taken {
+            let refuse = icpt.when_full() == WhenFull::Refuse;
+            let verdict = self.fast.demote(m.data_mut(), &self.pending[i], slot, refuse);
+            self.apply(m, verdict);
         }
     }
 
@@ -241,9 +344,30 @@ impl Worker {
         self.tx.flush();
     }
 
-    /// Copies the counters to the control plane's slot.
-    pub fn publish(&mut self) {
+    /// Copies the counters (the interception layer's too) to the control plane's slot.
+    pub fn publish(&mut self, icpt: &Interceptor) {
         let c = &mut self.fast.counters;
+        let t = &icpt.counters;
+        c.tcp_pairs_active = icpt.active() as u64;
+        c.tcp_pairs_created = t.created;
+        c.tcp_pairs_closed = t.closed;
+        c.tcp_pairs_timed_out = t.timed_out;
+        c.tcp_upstream_refused = t.refused;
+        c.tcp_upstream_unreachable = t.unreachable;
+        c.tcp_no_pair = t.no_pair;
+        c.tcp_tx_packets = self.wire.tx;
+        c.tcp_tx_no_mbuf = self.wire.no_mbuf;
+        c.tcp_tx_no_header = self.wire.no_header;
+        let h = icpt.http_stats();
+        c.http_requests = h.requests.get();
+        c.http_responses = h.responses.get();
+        c.http_local_responses = h.local_responses.get();
+        c.http_blocked = h.blocked.get();
+        c.http_bad_requests = h.bad_requests.get();
+        c.http_upstream_errors = h.upstream_errors.get();
+        c.ws_connections = h.ws_connections.get();
+        c.ws_messages = h.ws_messages.get();
+        c.ws_errors = h.ws_errors.get();
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =

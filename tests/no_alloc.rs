@@ -6,6 +6,8 @@
 //! back and injects them again, so the same mbufs circulate. Allocations are counted per thread,
 //! so the EAL's own service threads cannot disturb the count.
 
+use flowdog::intercept::hook::Builtin;
+use flowdog::intercept::Interceptor;
 use flowdog::worker::{ControlLink, Timers, Worker};
 use flowdog_core::build::{GwlbFrame, Inner};
 use flowdog_core::counters::CounterSlot;
@@ -15,6 +17,7 @@ use flowdog_wire::{EthernetFrame, Ipv4Packet};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -107,7 +110,7 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
     let (p10, c10) = Ring::create("na_1_0", 1024, 0).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let table = FlowTableConfig { capacity: 4096, tcp_idle: u64::MAX / 4, other_idle: u64::MAX / 4, closed: 1000 };
-    let timers = Timers { flush: 1 << 40, tick: 1, publish: 1 << 40 };
+    let timers = Timers { flush: 1 << 40, tick: 1, publish: 1 << 40, us: 1000 };
     let mk = |i: usize| {
         FastPath::new(
             FastPathConfig {
@@ -136,6 +139,7 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
         stop.clone(),
         timers,
         ControlLink::none(),
+        pool,
     );
     let mut w1 = Worker::new(
         1,
@@ -148,7 +152,12 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
         stop.clone(),
         timers,
         ControlLink::none(),
+        pool,
     );
+
+    let icfg = flowdog::config::InterceptSection::default().settings(2176, 350);
+    let mut i0 = Interceptor::new(icfg.clone(), 0, Rc::new(Builtin::default()), 1);
+    let mut i1 = Interceptor::new(icfg, 1, Rc::new(Builtin::default()), 2);
 
     // 32 flows (one burst: the ring port loops its transmit queue back to its receive queue,
     // so no more may be in flight than a worker takes in one poll), TCP and UDP, IPv4 and IPv6.
@@ -201,9 +210,9 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
             before = Some(allocs());
         }
         now += 1000;
-        w0.poll_once(now);
+        w0.poll_once(now, &mut i0);
         w0.flush();
-        w1.poll_once(now);
+        w1.poll_once(now, &mut i1);
         w1.flush();
         for rxq in collect.iter_mut() {
             rxq.rx_burst(&mut back);
@@ -221,18 +230,18 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
             now < 1 << 32,
             "packets stopped circulating after {returned}: {:?} {:?}",
             {
-                w0.publish();
+                w0.publish(&i0);
                 slot0.read()
             },
             {
-                w1.publish();
+                w1.publish(&i1);
                 slot1.read()
             }
         );
     }
     let during = allocs() - before.expect("the first lap completed");
-    w0.publish();
-    w1.publish();
+    w0.publish(&i0);
+    w1.publish(&i1);
     let (c0, c1) = (slot0.read(), slot1.read());
     assert_eq!(bad, 0, "every returned frame was turned around");
     assert_eq!(during, 0, "the worker loop allocated {during} times over {returned} packets");

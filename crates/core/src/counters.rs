@@ -77,43 +77,107 @@ drop_causes! {
     TxRefused => "tx_refused",
     /// The ring to the control plane's interface was full (health checks flooding in).
     ControlRingFull => "control_ring_full",
+    /// An inner IP fragment of an intercepted flow (the TCP pair takes whole segments only).
+    InterceptFragment => "intercept_fragment",
 }
 
-/// A worker's counters. Plain integers: only the owning worker writes them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
+macro_rules! counters {
+    ($($(#[$m:meta])* $name:ident,)*) => {
+        /// A worker's counters. Plain integers: only the owning worker writes them.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$m])* pub $name: u64,)*
+            pub drops: [u64; DropCause::COUNT],
+        }
+
+        impl Counters {
+            const SCALARS: &'static [&'static str] = &[$(stringify!($name),)*];
+
+            fn to_array(&self) -> [u64; Self::LEN] {
+                let mut a = [0u64; Self::LEN];
+                let s = [$(self.$name,)*];
+                a[..s.len()].copy_from_slice(&s);
+                a[s.len()..].copy_from_slice(&self.drops);
+                a
+            }
+
+            fn from_array(a: &[u64; Self::LEN]) -> Self {
+                let mut drops = [0u64; DropCause::COUNT];
+                drops.copy_from_slice(&a[Self::SCALARS.len()..]);
+                let mut it = a.iter().copied();
+                Counters { $($name: it.next().unwrap_or(0),)* drops }
+            }
+        }
+    };
+}
+
+counters! {
+    rx_packets,
+    rx_bytes,
+    tx_packets,
     /// Packets returned to GWLB untouched but for the outer addresses (the fast path).
-    pub fast_path: u64,
-    /// Packets of flows that policy marks for interception (passed on the fast path until the
-    /// interception layer exists).
-    pub intercept: u64,
+    fast_path,
+    /// Packets handed to the interception layer (the flow's TCP pair).
+    intercept,
+    /// Flows that policy marks for interception but that stay on the fast path: not TCP, or first
+    /// seen without a SYN (GWLB rebalanced them to us mid-stream).
+    intercept_passed,
+    /// New intercepted flows over the limit of TCP pairs: passed on the fast path, or refused
+    /// with a RST, as `[intercept] when_full` says.
+    intercept_over_limit,
     /// TCP resets sent for denied flows.
-    pub rst_sent: u64,
-    pub arp_replies: u64,
-    pub icmp_replies: u64,
+    rst_sent,
+    arp_replies,
+    icmp_replies,
     /// Packets handed to the owner worker over a ring.
-    pub steered_out: u64,
+    steered_out,
     /// Packets received from other workers over a ring.
-    pub steered_in: u64,
-    pub flows_created: u64,
-    pub flows_expired: u64,
+    steered_in,
+    flows_created,
+    flows_expired,
     /// Flows pushed out of a full table to make room (table full).
-    pub flows_evicted: u64,
+    flows_evicted,
     /// TCP flows first seen without a SYN (GWLB rebalanced them to us mid-stream).
-    pub flows_midstream: u64,
+    flows_midstream,
     /// Flows whose GWLB flow cookie changed.
-    pub cookie_changes: u64,
+    cookie_changes,
     /// Flows whose Geneve header was too long to store whole.
-    pub geneve_header_too_long: u64,
-    pub flows_active: u64,
+    geneve_header_too_long,
+    flows_active,
     /// Frames for the appliance itself handed to the control interface (health checks).
-    pub to_control: u64,
+    to_control,
     /// Frames from the control interface transmitted by this worker.
-    pub from_control: u64,
-    pub drops: [u64; DropCause::COUNT],
+    from_control,
+    /// TCP pairs (intercepted connections) now open, ever opened, and how they ended.
+    tcp_pairs_active,
+    tcp_pairs_created,
+    tcp_pairs_closed,
+    /// Torn down after idling past the TCP idle timeout, or a peer that stopped answering.
+    tcp_pairs_timed_out,
+    /// The server refused the upstream connection (RST): the client got a RST.
+    tcp_upstream_refused,
+    /// The server never answered the upstream SYN: the client got silence.
+    tcp_upstream_unreachable,
+    /// Packets the legs sent into the flows' Geneve tunnels.
+    tcp_tx_packets,
+    /// Packets the legs could not send: no mbuf, or no Geneve header for that direction yet.
+    tcp_tx_no_mbuf,
+    tcp_tx_no_header,
+    /// Packets of intercepted flows whose TCP pair is gone (closed, timed out): dropped.
+    tcp_no_pair,
+    http_requests,
+    http_responses,
+    /// Requests the hook answered itself, or blocked.
+    http_local_responses,
+    http_blocked,
+    /// Malformed requests (answered 400 by the HTTP server) and upstream failures (502, or a
+    /// response cut short).
+    http_bad_requests,
+    http_upstream_errors,
+    /// WebSocket connections proxied, messages passed, and protocol errors (connection closed).
+    ws_connections,
+    ws_messages,
+    ws_errors,
 }
 
 impl Counters {
@@ -149,83 +213,7 @@ impl Counters {
         v
     }
 
-    const SCALARS: &'static [&'static str] = &[
-        "rx_packets",
-        "rx_bytes",
-        "tx_packets",
-        "fast_path",
-        "intercept",
-        "rst_sent",
-        "arp_replies",
-        "icmp_replies",
-        "steered_out",
-        "steered_in",
-        "flows_created",
-        "flows_expired",
-        "flows_evicted",
-        "flows_midstream",
-        "cookie_changes",
-        "geneve_header_too_long",
-        "flows_active",
-        "to_control",
-        "from_control",
-    ];
     const LEN: usize = Self::SCALARS.len() + DropCause::COUNT;
-
-    fn to_array(&self) -> [u64; Self::LEN] {
-        let mut a = [0u64; Self::LEN];
-        let s = [
-            self.rx_packets,
-            self.rx_bytes,
-            self.tx_packets,
-            self.fast_path,
-            self.intercept,
-            self.rst_sent,
-            self.arp_replies,
-            self.icmp_replies,
-            self.steered_out,
-            self.steered_in,
-            self.flows_created,
-            self.flows_expired,
-            self.flows_evicted,
-            self.flows_midstream,
-            self.cookie_changes,
-            self.geneve_header_too_long,
-            self.flows_active,
-            self.to_control,
-            self.from_control,
-        ];
-        a[..s.len()].copy_from_slice(&s);
-        a[s.len()..].copy_from_slice(&self.drops);
-        a
-    }
-
-    fn from_array(a: &[u64; Self::LEN]) -> Self {
-        let mut drops = [0u64; DropCause::COUNT];
-        drops.copy_from_slice(&a[Self::SCALARS.len()..]);
-        Counters {
-            rx_packets: a[0],
-            rx_bytes: a[1],
-            tx_packets: a[2],
-            fast_path: a[3],
-            intercept: a[4],
-            rst_sent: a[5],
-            arp_replies: a[6],
-            icmp_replies: a[7],
-            steered_out: a[8],
-            steered_in: a[9],
-            flows_created: a[10],
-            flows_expired: a[11],
-            flows_evicted: a[12],
-            flows_midstream: a[13],
-            cookie_changes: a[14],
-            geneve_header_too_long: a[15],
-            flows_active: a[16],
-            to_control: a[17],
-            from_control: a[18],
-            drops,
-        }
-    }
 }
 
 /// Where one worker publishes its counters for the control plane. Written by that worker only.

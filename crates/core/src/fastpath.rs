@@ -39,8 +39,60 @@ pub enum Verdict {
     /// For the appliance itself (TCP to its address: health checks): hand the frame to the
     /// control plane's interface.
     Control,
+    /// A packet of an intercepted TCP flow: hand its inner packet to the flow's TCP pair.
+    Intercept(Intercepted),
     /// Drop (already counted by cause).
     Drop,
+}
+
+/// Where an intercepted packet sits and which flow it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intercepted {
+    /// The flow's slot in the table (stable while the flow lives).
+    pub slot: u32,
+    /// True when the packet travels from the flow's initiator (the client) to the server.
+    pub from_client: bool,
+    /// True on the first packet of a new flow (or of a new connection reusing a closed flow's
+    /// ports): any TCP pair still kept for that slot belongs to an older flow.
+    pub new: bool,
+    /// The inner IP packet: offset in the frame and length.
+    pub inner_off: u16,
+    pub inner_len: u16,
+}
+
+/// Longest outer header [`FastPath::outer`] makes.
+pub const OUTER_MAX: usize = ETH_LEN + ipv4::HEADER_LEN + UDP_LEN + GENEVE_STORE;
+
+/// Outer headers for the appliance's own packets in a flow (see [`FastPath::outer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Outer {
+    buf: [u8; OUTER_MAX],
+    len: usize,
+}
+
+impl Outer {
+    /// Bytes of outer header before the inner packet.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the headers at the start of `frame`, which holds the inner packet after them:
+    /// lengths and the IPv4 checksum for that inner packet; UDP checksum 0.
+    pub fn write(&self, frame: &mut [u8]) {
+        let f = &mut frame[..];
+        f[..self.len].copy_from_slice(&self.buf[..self.len]);
+        let ip_len = (f.len() - ETH_LEN) as u16;
+        let ip = &mut f[ETH_LEN..ETH_LEN + ipv4::HEADER_LEN];
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        let sum = !checksum::ipv4_header(ip.first_chunk().expect("20 bytes"));
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let udp = ETH_LEN + ipv4::HEADER_LEN;
+        f[udp + 4..udp + 6].copy_from_slice(&(ip_len - ipv4::HEADER_LEN as u16).to_be_bytes());
+    }
 }
 
 /// What the header stage learned about a GWLB frame whose flow must be looked up: everything
@@ -397,7 +449,7 @@ impl FastPath {
         let ip = Ipv4Packet::new_unchecked(&f[ETH_LEN..]);
         let gwlb_ip = ip.src_addr().octets();
         let udp_src_port = UdpPacket::new_unchecked(&f[geneve_off - UDP_LEN..]).src_port();
-        let i = self.flow(p, now);
+        let (i, new) = self.flow(p, now);
         let fp = fingerprint(aws.flow_cookie, udp_src_port, gwlb_ip);
         if self.table.fingerprint(i, dir) != fp {
             self.table.set_fingerprint(i, dir, fp);
@@ -428,9 +480,17 @@ impl FastPath {
                 Ok(Verdict::Transmit)
             }
             Action::Intercept => {
+                if p.fragment != Fragment::None {
+                    return Err(DropCause::InterceptFragment);
+                }
                 self.counters.intercept += 1;
-                self.return_to_gwlb(f);
-                Ok(Verdict::Transmit)
+                Ok(Verdict::Intercept(Intercepted {
+                    slot: i as u32,
+                    from_client: dir == self.table.entry(i).initiator,
+                    new,
+                    inner_off: (geneve_off + geneve_len) as u16,
+                    inner_len: p.total_len,
+                }))
             }
             Action::Drop { reset } => {
                 if reset
@@ -448,9 +508,9 @@ impl FastPath {
         }
     }
 
-    /// Finds or starts the flow and tracks TCP; returns its slot.
+    /// Finds or starts the flow and tracks TCP; returns its slot, and whether the flow is new.
     #[inline(always)]
-    fn flow(&mut self, p: &Pending, now: u64) -> usize {
+    fn flow(&mut self, p: &Pending, now: u64) -> (usize, bool) {
         let (key, hash, dir, vpce) = (&p.key, p.hash, p.dir, p.aws.vpc_endpoint_id);
         let policy = &self.policy;
         let hits = &mut self.rule_hits;
@@ -487,8 +547,72 @@ impl FastPath {
                 c.flows_midstream += 1;
             }
             self.table.track_tcp(i, dir, p.tcp_flags);
+            // Interception needs the whole connection: one first seen mid-stream (GWLB
+            // rebalanced it to us) stays on the fast path.
+            if new && !syn_only && self.table.entry(i).action == Action::Intercept {
+                self.table.set_action(i, Action::Allow);
+                c.intercept_passed += 1;
+            }
+        } else if new && self.table.entry(i).action == Action::Intercept {
+            // Only TCP is terminated; other protocols that a rule marks pass untouched.
+            self.table.set_action(i, Action::Allow);
+            c.intercept_passed += 1;
         }
-        i
+        (i, new)
+    }
+
+    /// An intercepted flow the interception layer cannot take (its TCP pairs are all in use):
+    /// from now on the flow is passed on the fast path (`refuse` false) or refused with a RST
+    /// (`refuse` true), starting with this packet. Returns what to do with the frame.
+    pub fn demote(&mut self, f: &mut [u8], p: &Pending, slot: usize, refuse: bool) -> Verdict {
+        self.counters.intercept_over_limit += 1;
+        if refuse {
+            self.table.set_action(slot, Action::Drop { reset: true });
+            let inner_off = (p.geneve_off + p.geneve_len) as usize;
+            if let Some(len) = self.build_rst(f, inner_off, &p.summary()) {
+                self.counters.rst_sent += 1;
+                return Verdict::TransmitLen(len);
+            }
+            self.counters.drop(DropCause::PolicyDrop);
+            Verdict::Drop
+        } else {
+            self.table.set_action(slot, Action::Allow);
+            self.counters.fast_path += 1;
+            self.return_to_gwlb(f);
+            Verdict::Transmit
+        }
+    }
+
+    /// The outer headers (Ethernet, IPv4, UDP, Geneve) that carry a packet of the flow in `slot`
+    /// in direction `dir` back to GWLB: the Geneve header as GWLB last sent it that way, the
+    /// outer addresses swapped as on the fast path. None until GWLB sent a packet that way.
+    pub fn outer(&self, slot: usize, dir: Direction) -> Option<Outer> {
+        let m = &self.table.meta(slot).dir[dir as usize];
+        if !m.seen || m.geneve_len == 0 {
+            return None;
+        }
+        let g = m.geneve_len as usize;
+        let mut o = Outer { buf: [0; OUTER_MAX], len: ETH_LEN + ipv4::HEADER_LEN + UDP_LEN + g };
+        let b = &mut o.buf;
+        b[0..6].copy_from_slice(&m.gwlb_mac);
+        b[6..12].copy_from_slice(&self.cfg.mac);
+        b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut b[ETH_LEN..ETH_LEN + ipv4::HEADER_LEN];
+        ip[0] = 0x45;
+        ip[8] = self.cfg.outer_ttl;
+        ip[9] = ip_protocol::UDP;
+        ip[12..16].copy_from_slice(&self.cfg.ip.octets());
+        ip[16..20].copy_from_slice(&m.gwlb_ip);
+        let udp = ETH_LEN + ipv4::HEADER_LEN;
+        b[udp..udp + 2].copy_from_slice(&m.udp_src_port.to_be_bytes());
+        b[udp + 2..udp + 4].copy_from_slice(&geneve::UDP_PORT.to_be_bytes());
+        b[udp + UDP_LEN..udp + UDP_LEN + g].copy_from_slice(&m.geneve[..g]);
+        Some(o)
+    }
+
+    /// The flow's GWLB metadata for one direction (endpoint id, attachment id, cookie).
+    pub fn dir_meta(&self, slot: usize, dir: Direction) -> &crate::flow::DirMeta {
+        &self.table.meta(slot).dir[dir as usize]
     }
 
     /// Turns a received GWLB frame around: swap the outer MACs and IPs, keep the ports and the

@@ -345,6 +345,11 @@ impl FlowTable {
         self.start(i, &key, now, initiator, decide);
     }
 
+    /// Changes a live flow's action (an intercepted flow that must stay on the fast path).
+    pub fn set_action(&mut self, i: usize, action: Action) {
+        self.entries[i].action = action;
+    }
+
     pub fn entry(&self, i: usize) -> &Entry {
         &self.entries[i]
     }

@@ -8,6 +8,7 @@ use core::hint::black_box;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::geneve::AwsOptions;
+use crate::websocket::{self, Event, FrameHeader, Opcode, Role, Validator};
 use crate::{arp, ethernet, geneve, inner, ip_protocol, ipv4, ipv6, tcp, udp};
 use crate::{ArpPacket, EtherType, EthernetFrame, GenevePacket, Icmpv4Packet, Icmpv6Packet};
 use crate::{Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
@@ -224,5 +225,119 @@ fn parse_icmpv6(data: &[u8], addrs: Addrs) {
     black_box((packet.echo_ident(), packet.echo_seq_no(), packet.data()));
     if let Addrs::V6(src, dst) = addrs {
         black_box(packet.verify_checksum(&src, &dst));
+    }
+}
+
+/// Reads a byte stream of WebSocket frames: parses each header, feeds it to a [`Validator`],
+/// and unmasks the payload bytes that are present.
+///
+/// The first byte picks the sender's role and where to cut the payload for chunked unmasking;
+/// the rest is the stream.
+/// Every header that parses is emitted again, which must give back the same bytes, and every
+/// shorter prefix of it must parse as incomplete.
+pub fn websocket(data: &[u8]) {
+    let Some((&control, mut stream)) = data.split_first() else {
+        return;
+    };
+    let role = if control & 1 == 0 { Role::Client } else { Role::Server };
+    let mut validator = Validator::new(role);
+    loop {
+        let (header, header_len) = match FrameHeader::parse(stream) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return,
+            Err(error) => {
+                black_box(error);
+                return;
+            }
+        };
+        assert_eq!(header_len, header.header_len());
+        let mut out = [0u8; websocket::MAX_HEADER_LEN];
+        assert_eq!(header.emit(&mut out), Ok(header_len));
+        assert_eq!(&out[..header_len], &stream[..header_len]);
+        assert_eq!(FrameHeader::parse(&out[..header_len]), Ok(Some((header, header_len))));
+        for end in 0..header_len {
+            assert_eq!(FrameHeader::parse(&out[..end]), Ok(None));
+        }
+
+        // The validator keeps being fed after an error, which must leave its state alone.
+        let was_closed = validator.is_closed();
+        match validator.frame(&header) {
+            Ok(Event::MessageStart { opcode, fin }) => {
+                assert!(matches!(opcode, Opcode::Text | Opcode::Binary));
+                assert_eq!((opcode, fin), (header.opcode, header.fin));
+                assert_eq!(validator.open_message(), if fin { None } else { Some(opcode) });
+            }
+            Ok(Event::MessageContinue { fin }) => {
+                assert_eq!((header.opcode, header.fin), (Opcode::Continuation, fin));
+            }
+            Ok(Event::Control(opcode)) => {
+                assert!(opcode.is_control() && opcode == header.opcode);
+                assert_eq!(validator.is_closed(), opcode == Opcode::Close);
+            }
+            Err(error) => {
+                assert_eq!(was_closed, error == websocket::Error::FrameAfterClose);
+                assert_eq!(validator.is_closed(), was_closed);
+            }
+        }
+
+        let body = &stream[header_len..];
+        let present = usize::try_from(header.payload_len).map_or(body.len(), |len| len.min(body.len()));
+        let (payload, rest) = body.split_at(present);
+        if let Some(key) = header.mask {
+            unmask_in_chunks(key, payload, usize::from(control >> 1));
+        }
+        let complete = present as u64 == header.payload_len;
+        if header.opcode == Opcode::Close && complete {
+            // A Close payload is at most 125 bytes: `parse` checked it.
+            let mut buf = [0u8; websocket::MAX_CONTROL_PAYLOAD_LEN];
+            let body = &mut buf[..present];
+            body.copy_from_slice(payload);
+            if let Some(key) = header.mask {
+                websocket::apply_mask(key, 0, body);
+            }
+            match websocket::close_payload(body) {
+                Ok(Some((code, reason))) => {
+                    assert!(matches!(code, 1000..=4999));
+                    assert!(core::str::from_utf8(reason).is_ok());
+                    assert_eq!(reason.len() + 2, present);
+                }
+                Ok(None) => assert_eq!(present, 0),
+                Err(error) => {
+                    black_box(error);
+                }
+            }
+        }
+        if !complete {
+            return;
+        }
+        stream = rest;
+    }
+}
+
+/// Unmasks `payload` in pieces that fit a stack buffer, each whole and cut in two at `cut`,
+/// and checks both against unmasking one byte at a time.
+fn unmask_in_chunks(key: [u8; 4], payload: &[u8], cut: usize) {
+    // An odd size, so that the pieces start at every offset modulo 4.
+    const CHUNK: usize = 251;
+    let mut whole = [0u8; CHUNK];
+    let mut split = [0u8; CHUNK];
+    for (index, piece) in payload.chunks(CHUNK).enumerate() {
+        let offset = (index * CHUNK) as u64;
+        let whole = &mut whole[..piece.len()];
+        let split = &mut split[..piece.len()];
+        whole.copy_from_slice(piece);
+        split.copy_from_slice(piece);
+        websocket::apply_mask(key, offset, whole);
+        let (first, second) = split.split_at_mut(cut % (piece.len() + 1));
+        let second_offset = offset + first.len() as u64;
+        websocket::apply_mask(key, offset, first);
+        websocket::apply_mask(key, second_offset, second);
+        assert_eq!(whole, split);
+        for (i, (&masked, &plain)) in piece.iter().zip(whole.iter()).enumerate() {
+            let position = offset + i as u64;
+            assert_eq!(masked ^ key[(position % 4) as usize], plain, "payload byte {position}");
+        }
+        websocket::apply_mask(key, offset, whole);
+        assert_eq!(&*whole, piece);
     }
 }

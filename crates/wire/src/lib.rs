@@ -12,6 +12,8 @@
 //! - [`geneve`]: the Geneve header (RFC 8926), its option TLVs and the AWS option class 0x0108.
 //! - [`inner`]: a one-call summary of the inner packet (addresses, protocol, ports, flags,
 //!   fragment state) for flow lookup.
+//! - [`websocket`]: WebSocket frame headers, masking and framing rules (RFC 6455), for
+//!   inspecting the byte stream of a TCP flow rather than a packet; it has its own error type.
 //!
 //! Each layer follows one pattern.
 //! A `Packet<T: AsRef<[u8]>>` (or `Frame`) wraps a buffer without copying it.
@@ -83,6 +85,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
 pub mod udp;
+pub mod websocket;
 
 #[doc(hidden)]
 pub mod fuzzing;

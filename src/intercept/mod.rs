@@ -1,0 +1,509 @@
+//! Interception: for each TCP flow that policy marks, a pair of userspace TCP connections on
+//! the worker that owns the flow, and HTTP proxied between them through the hook.
+//!
+//! ```text
+//!  client ──▶ GWLB ──▶ worker: flow table ─▶ Verdict::Intercept ─▶ Interceptor::input
+//!                                   pairs[slot] ─▶ client leg (smoltcp, the server's address)
+//!                                               └▶ upstream leg (smoltcp, the client's address)
+//!  proxy task (hyper server on the client leg ◀▶ hook ◀▶ hyper client on the upstream leg),
+//!  run by the worker's executor when a leg wakes it ─▶ bytes into the legs' send buffers
+//!  Interceptor::poll: run woken tasks, then let each touched leg send ─▶ Wire::emit
+//!  ─▶ the flow's Geneve header for that direction ─▶ GWLB
+//! ```
+//!
+//! The client's SYN is held until the upstream leg's handshake with the server completes
+//! (delayed SYN-ACK): a refused connection gets the client a RST, a server that never answers
+//! gets it silence, as without the appliance. A pair ends when both legs closed, when it idles
+//! past the TCP idle timeout, or when the flow's slot starts a new flow; its memory goes then.
+
+pub mod exec;
+pub mod hook;
+pub mod proxy;
+pub mod tcp;
+pub mod ws;
+
+use self::exec::Executor;
+use self::hook::{FlowInfo, Hook};
+use self::proxy::{Ctx, Stats};
+use self::tcp::{Leg, LegConfig, PairIo, Sink};
+use flowdog_core::Intercepted;
+use flowdog_wire::inner;
+use flowdog_wire::tcp::flags as tcp_flags;
+use smoltcp::socket::tcp::State as TcpState;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpAddress;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+/// What to do with a new intercepted flow when every TCP pair is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Pass it on the fast path, uninspected.
+    Pass,
+    /// Refuse it: the client gets a RST.
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+pub struct InterceptConfig {
+    /// TCP pairs per worker at most.
+    pub max_flows: usize,
+    pub when_full: WhenFull,
+    pub leg: LegConfig,
+    /// How long the upstream handshake may take (SYN retransmissions included) before the pair
+    /// is dropped; the client, which got no SYN-ACK, times out on its own.
+    pub connect_timeout: Duration,
+    /// Data unacknowledged this long: the peer is gone, the leg gives up.
+    pub peer_timeout: Duration,
+    /// A pair with no packet either way for this long is torn down (GWLB's TCP idle timeout).
+    pub idle_timeout: Duration,
+    /// Largest body the hook may ask to see whole.
+    pub max_body: usize,
+}
+
+/// Where the interceptor's packets go: the inner IP packet of `len` bytes for flow `slot`,
+/// written by `fill`, towards the client or the server. The worker wraps it in the flow's Geneve
+/// header for that direction and transmits it.
+pub trait Wire {
+    fn emit(&mut self, slot: u32, to_client: bool, len: usize, fill: &mut dyn FnMut(&mut [u8]));
+}
+
+struct SlotSink<'a> {
+    wire: &'a mut dyn Wire,
+    slot: u32,
+}
+
+impl Sink for SlotSink<'_> {
+    fn emit(&mut self, to_client: bool, len: usize, fill: &mut dyn FnMut(&mut [u8])) {
+        self.wire.emit(self.slot, to_client, len, fill);
+    }
+}
+
+/// The GWLB options of a flow, for the hook.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GwlbIds {
+    pub vpc_endpoint_id: u64,
+    pub attachment_id: u64,
+    pub flow_cookie: u32,
+}
+
+/// The interceptor's own counters (the worker publishes them with its others).
+#[derive(Debug, Default, Clone)]
+pub struct TcpCounters {
+    pub created: u64,
+    pub closed: u64,
+    pub timed_out: u64,
+    pub refused: u64,
+    pub unreachable: u64,
+    pub no_pair: u64,
+}
+
+enum State {
+    /// Upstream handshake under way; the client's SYN waits here.
+    Connecting {
+        syn: Vec<u8>,
+        since: Instant,
+    },
+    Open,
+}
+
+struct Pair {
+    id: u64,
+    io: Rc<RefCell<PairIo>>,
+    state: State,
+    flow: FlowInfo,
+    last_active: Instant,
+    /// The deadline a timer entry is queued for, if any.
+    timer: Option<Instant>,
+}
+
+/// The input could not be taken: every TCP pair is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+pub struct Interceptor {
+    cfg: InterceptConfig,
+    worker: usize,
+    pairs: HashMap<u32, Pair>,
+    exec: Executor,
+    dirty: Rc<RefCell<Vec<u64>>>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    ctx: Rc<Ctx>,
+    generation: u64,
+    seed: u64,
+    last_sweep: Instant,
+    pub counters: TcpCounters,
+}
+
+fn addr(ipv6: bool, a: &[u8; 16]) -> IpAddr {
+    if ipv6 {
+        IpAddr::from(*a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+fn smol(a: IpAddr) -> IpAddress {
+    IpAddress::from(a)
+}
+
+impl Interceptor {
+    pub fn new(cfg: InterceptConfig, worker: usize, hook: Rc<dyn Hook>, seed: u64) -> Interceptor {
+        let ctx = Rc::new(Ctx { hook, stats: Rc::new(Stats::default()), max_body: cfg.max_body });
+        Interceptor {
+            pairs: HashMap::with_capacity(cfg.max_flows),
+            cfg,
+            worker,
+            exec: Executor::new(),
+            dirty: Rc::new(RefCell::new(Vec::new())),
+            timers: BinaryHeap::new(),
+            ctx,
+            generation: 0,
+            seed,
+            last_sweep: Instant::ZERO,
+            counters: TcpCounters::default(),
+        }
+    }
+
+    pub fn when_full(&self) -> WhenFull {
+        self.cfg.when_full
+    }
+
+    /// Open TCP pairs.
+    pub fn active(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// The HTTP and WebSocket counters of the proxy tasks.
+    pub fn http_stats(&self) -> &Stats {
+        &self.ctx.stats
+    }
+
+    /// Tasks not finished (connections being proxied).
+    pub fn tasks(&self) -> usize {
+        self.exec.live()
+    }
+
+    /// One packet of an intercepted flow: `inner` is its inner IP packet.
+    pub fn input(
+        &mut self,
+        wire: &mut dyn Wire,
+        v: &Intercepted,
+        inner: &mut [u8],
+        ids: GwlbIds,
+        now: Instant,
+    ) -> Result<(), Full> {
+        tcp::set_clock(now);
+        clamp_mss(inner);
+        if v.new {
+            if let Some(old) = self.pairs.remove(&v.slot) {
+                self.retire(old);
+            }
+        }
+        let Some(p) = self.pairs.get_mut(&v.slot) else {
+            return self.start(wire, v, inner, ids, now);
+        };
+        p.last_active = now;
+        let mut sink = SlotSink { wire, slot: v.slot };
+        match &mut p.state {
+            State::Connecting { syn, .. } => {
+                if v.from_client {
+                    // A retransmitted SYN replaces the held one; a RST gives up.
+                    let flags = tcp_flags_of(inner);
+                    if flags & tcp_flags::RST != 0 {
+                        let p = self.pairs.remove(&v.slot).expect("present");
+                        self.retire(p);
+                        return Ok(());
+                    }
+                    if flags & tcp_flags::SYN != 0 {
+                        *syn = inner.to_vec();
+                    }
+                    return Ok(());
+                }
+                p.io.borrow_mut().legs[1].poll(now, Some(inner), &mut sink);
+            }
+            State::Open => {
+                let leg = if v.from_client { 0 } else { 1 };
+                p.io.borrow_mut().legs[leg].poll(now, Some(inner), &mut sink);
+            }
+        }
+        self.settle(wire, v.slot, now);
+        Ok(())
+    }
+
+    /// A packet of an intercepted flow with no pair: a SYN starts one, anything else is late
+    /// (the pair ended) and dropped.
+    fn start(
+        &mut self,
+        wire: &mut dyn Wire,
+        v: &Intercepted,
+        inner: &[u8],
+        ids: GwlbIds,
+        now: Instant,
+    ) -> Result<(), Full> {
+        let flags = tcp_flags_of(inner);
+        if !v.from_client || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
+            self.counters.no_pair += 1;
+            return Ok(());
+        }
+        if self.pairs.len() >= self.cfg.max_flows {
+            return Err(Full);
+        }
+        let Some(s) = summarize(inner) else {
+            self.counters.no_pair += 1;
+            return Ok(());
+        };
+        let ipv6 = s.ip_version == 6;
+        let client = SocketAddr::new(addr(ipv6, &s.src), s.src_port);
+        let server = SocketAddr::new(addr(ipv6, &s.dst), s.dst_port);
+        self.generation += 1;
+        let id = (self.generation << 32) | v.slot as u64;
+        let seed = self.seed ^ self.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let client_leg = Leg::new(smol(server.ip()), true, &self.cfg.leg, seed, now);
+        let mut upstream_leg = Leg::new(smol(client.ip()), false, &self.cfg.leg, seed.rotate_left(17), now);
+        if upstream_leg.connect((smol(server.ip()), server.port()), (smol(client.ip()), client.port())).is_err() {
+            self.counters.no_pair += 1;
+            return Ok(());
+        }
+        upstream_leg.socket().set_timeout(Some(self.cfg.connect_timeout));
+        let io = Rc::new(RefCell::new(PairIo::new([client_leg, upstream_leg], id, self.dirty.clone())));
+        let flow = FlowInfo {
+            client,
+            server,
+            vpc_endpoint_id: ids.vpc_endpoint_id,
+            attachment_id: ids.attachment_id,
+            flow_cookie: ids.flow_cookie,
+            worker: self.worker,
+        };
+        self.counters.created += 1;
+        self.pairs.insert(
+            v.slot,
+            Pair {
+                id,
+                io,
+                state: State::Connecting { syn: inner.to_vec(), since: now },
+                flow,
+                last_active: now,
+                timer: None,
+            },
+        );
+        let p = self.pairs.get_mut(&v.slot).expect("just inserted");
+        p.io.borrow_mut().legs[1].poll(now, None, &mut SlotSink { wire, slot: v.slot });
+        self.settle(wire, v.slot, now);
+        Ok(())
+    }
+
+    /// After a leg of `slot` was polled: state changes (the upstream handshake ended, both legs
+    /// closed) and the pair's next timer.
+    fn settle(&mut self, wire: &mut dyn Wire, slot: u32, now: Instant) {
+        let Some(p) = self.pairs.get_mut(&slot) else { return };
+        let mut sink = SlotSink { wire, slot };
+        let connecting = match &p.state {
+            State::Connecting { since, .. } => Some(*since),
+            State::Open => None,
+        };
+        if let Some(since) = connecting {
+            let up = p.io.borrow_mut().legs[1].socket().state();
+            match up {
+                TcpState::Established => {
+                    let syn = std::mem::take(syn_mut(&mut p.state).expect("connecting"));
+                    let mut io = p.io.borrow_mut();
+                    let peer_timeout = Some(self.cfg.peer_timeout);
+                    io.legs[1].socket().set_timeout(peer_timeout);
+                    let c = io.legs[0].socket();
+                    let server = p.flow.server;
+                    // The listen cannot fail: a fresh socket, a non-zero port.
+                    let _ = c.listen((smol(server.ip()), server.port()));
+                    c.set_timeout(peer_timeout);
+                    io.legs[0].poll(now, Some(&syn), &mut sink);
+                    drop(io);
+                    p.state = State::Open;
+                    exec::spawn(proxy::proxy(p.io.clone(), self.ctx.clone(), p.flow.clone()));
+                }
+                TcpState::Closed | TcpState::TimeWait => {
+                    // Refused (a RST), or no answer until the connect timeout.
+                    if now - since >= self.cfg.connect_timeout {
+                        self.counters.unreachable += 1;
+                    } else {
+                        // The client leg has no listening socket: smoltcp answers the held
+                        // SYN with a RST, as the server did.
+                        let syn = syn_mut(&mut p.state).map(std::mem::take).unwrap_or_default();
+                        p.io.borrow_mut().legs[0].poll(now, Some(&syn), &mut sink);
+                        self.counters.refused += 1;
+                    }
+                    let p = self.pairs.remove(&slot).expect("present");
+                    self.retire(p);
+                    return;
+                }
+                _ => {}
+            }
+        } else {
+            let mut io = p.io.borrow_mut();
+            let done = |s: TcpState| matches!(s, TcpState::Closed | TcpState::TimeWait);
+            if done(io.legs[0].socket().state()) && done(io.legs[1].socket().state()) {
+                drop(io);
+                let p = self.pairs.remove(&slot).expect("present");
+                self.counters.closed += 1;
+                self.retire(p);
+                return;
+            }
+        }
+        // The next timer: the earlier of the legs' (retransmission, delayed ACK, ...).
+        let next = {
+            let mut io = p.io.borrow_mut();
+            let a = io.legs[0].poll_at(now);
+            let b = io.legs[1].poll_at(now);
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        if let Some(at) = next {
+            if p.timer.is_none_or(|t| at < t || t <= now) {
+                p.timer = Some(at);
+                self.timers.push(Reverse((at, p.id)));
+            }
+        }
+    }
+
+    /// Forgets a pair: both legs aborted (its tasks see the sockets closed and end), memory
+    /// freed when the last task lets go.
+    fn retire(&mut self, p: Pair) {
+        let mut io = p.io.borrow_mut();
+        for l in &mut io.legs {
+            l.socket().abort();
+        }
+    }
+
+    /// The worker's periodic work: run woken proxy tasks, send what they wrote, fire due
+    /// timers, expire idle pairs.
+    pub fn poll(&mut self, wire: &mut dyn Wire, now: Instant) {
+        tcp::set_clock(now);
+        self.exec.run(256);
+        // Pairs whose tasks wrote (or read, opening the window).
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        for id in dirty {
+            self.poll_pair(wire, id, now, true);
+        }
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let slot = id as u32;
+            match self.pairs.get_mut(&slot) {
+                Some(p) if p.id == id && p.timer == Some(at) => p.timer = None,
+                _ => continue,
+            }
+            self.poll_pair(wire, id, now, false);
+        }
+        if now - self.last_sweep >= Duration::from_secs(1) {
+            self.last_sweep = now;
+            let idle = self.cfg.idle_timeout;
+            let stale: Vec<u32> =
+                self.pairs.iter().filter(|(_, p)| now - p.last_active > idle).map(|(s, _)| *s).collect();
+            for s in stale {
+                if let Some(p) = self.pairs.remove(&s) {
+                    self.counters.timed_out += 1;
+                    self.retire(p);
+                }
+            }
+        }
+    }
+
+    fn poll_pair(&mut self, wire: &mut dyn Wire, id: u64, now: Instant, by_task: bool) {
+        let slot = id as u32;
+        let Some(p) = self.pairs.get_mut(&slot) else { return };
+        if p.id != id {
+            return;
+        }
+        if by_task {
+            p.io.borrow_mut().clear_dirty();
+        }
+        {
+            let mut sink = SlotSink { wire: &mut *wire, slot };
+            let mut io = p.io.borrow_mut();
+            for l in &mut io.legs {
+                l.poll(now, None, &mut sink);
+            }
+        }
+        self.settle(wire, slot, now);
+    }
+
+    /// Whether proxy tasks wait to run (the worker then polls again soon).
+    pub fn busy(&self) -> bool {
+        self.exec.has_ready() || !self.dirty.borrow().is_empty()
+    }
+}
+
+fn syn_mut(s: &mut State) -> Option<&mut Vec<u8>> {
+    match s {
+        State::Connecting { syn, .. } => Some(syn),
+        State::Open => None,
+    }
+}
+
+fn summarize(packet: &[u8]) -> Option<inner::Summary> {
+    let proto = match packet.first()? >> 4 {
+        4 => 0x0800,
+        6 => 0x86DD,
+        _ => return None,
+    };
+    inner::summarize(proto, packet).ok()
+}
+
+/// smoltcp fills a segment up to the peer's MSS without counting its own TCP options: with
+/// timestamps on, every full segment would be 12 bytes over the path MTU (and dropped where the
+/// path is exactly that MTU). So a SYN or SYN-ACK that negotiates timestamps reaches the leg with
+/// its MSS lowered by the 12 bytes the option takes in each segment; the checksum follows.
+fn clamp_mss(packet: &mut [u8]) {
+    let Some(s) = summarize(packet) else { return };
+    if s.tcp_flags & tcp_flags::SYN == 0 {
+        return;
+    }
+    let Some(seg) = packet.get_mut(s.l4_offset as usize..) else { return };
+    if seg.len() < 20 {
+        return;
+    }
+    let hlen = ((seg[12] >> 4) as usize) * 4;
+    if hlen < 20 || seg.len() < hlen {
+        return;
+    }
+    let (mut i, mut mss_at, mut timestamps) = (20, None, false);
+    while i < hlen {
+        match seg[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = seg.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > hlen {
+                    break;
+                }
+                if kind == 2 && len == 4 {
+                    mss_at = Some(i + 2);
+                }
+                if kind == 8 {
+                    timestamps = true;
+                }
+                i += len;
+            }
+        }
+    }
+    let (Some(at), true) = (mss_at, timestamps) else { return };
+    let old = u16::from_be_bytes([seg[at], seg[at + 1]]);
+    let new = old.saturating_sub(12).max(536);
+    if new == old {
+        return;
+    }
+    seg[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    let sum = u16::from_be_bytes([seg[16], seg[17]]);
+    seg[16..18].copy_from_slice(&flowdog_wire::checksum::update16(sum, old, new).to_be_bytes());
+}
+
+fn tcp_flags_of(packet: &[u8]) -> u8 {
+    summarize(packet).map_or(0, |s| s.tcp_flags)
+}

@@ -1,0 +1,367 @@
+//! HTTP through an intercepted flow: hyper's server on the client leg, hyper's client on the
+//! upstream leg, the hook between them.
+//!
+//! The protocol is the client's: a connection that opens with the HTTP/2 preface is HTTP/2
+//! with prior knowledge (h2c) on both legs, anything else HTTP/1.1 on both (the server spoke
+//! whatever the client speaks before the appliance was there). HTTP/1.1 header-name case is kept
+//! as each side sent it. Bodies stream through with hyper's back-pressure unless the hook asks
+//! for one whole (capped). A malformed request gets hyper's 400 and closes its connection only;
+//! an upstream that fails gets the client a 502, or, mid-response, the response cut short.
+//! When the server closes its side, the client's connection closes after the response in
+//! flight, as it would have without the appliance.
+
+use super::exec::{spawn, LocalExec, Signal};
+use super::hook::{request_host, Decision, FlowInfo, Hook, LocalResponse, RequestInfo};
+use super::tcp::{LegStream, PairIo, Side};
+use super::ws;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::rc::Rc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body the proxy sends: a peer's, streamed, or one it made.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Counters the proxy tasks bump; the worker publishes them with its own.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub requests: Cell<u64>,
+    pub responses: Cell<u64>,
+    pub local_responses: Cell<u64>,
+    pub blocked: Cell<u64>,
+    pub bad_requests: Cell<u64>,
+    pub upstream_errors: Cell<u64>,
+    pub ws_connections: Cell<u64>,
+    pub ws_messages: Cell<u64>,
+    pub ws_errors: Cell<u64>,
+}
+
+pub fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// What every proxy task of one worker shares.
+pub struct Ctx {
+    pub hook: Rc<dyn Hook>,
+    pub stats: Rc<Stats>,
+    /// Largest body collected whole for the hook.
+    pub max_body: usize,
+}
+
+/// One intercepted connection.
+struct Conn {
+    ctx: Rc<Ctx>,
+    flow: FlowInfo,
+    /// The connection switched to WebSocket (a 101 answering `Upgrade: websocket`).
+    websocket: Cell<bool>,
+}
+
+fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
+}
+
+fn streamed(b: Incoming) -> ProxyBody {
+    b.map_err(BoxError::from).boxed_unsync()
+}
+
+fn local(r: LocalResponse) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(r.body));
+    *resp.status_mut() = r.status;
+    *resp.headers_mut() = r.headers;
+    resp
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = code;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// The upstream connection requests go out on.
+#[derive(Clone)]
+enum Upstream {
+    H1(Rc<RefCell<hyper::client::conn::http1::SendRequest<ProxyBody>>>),
+    H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+}
+
+impl Upstream {
+    async fn send(&self, req: Request<ProxyBody>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Upstream::H1(s) => {
+                poll_fn(|cx| s.borrow_mut().poll_ready(cx)).await?;
+                let f = s.borrow_mut().send_request(req);
+                f.await
+            }
+            Upstream::H2(s) => {
+                let mut s = s.clone();
+                poll_fn(|cx| s.poll_ready(cx)).await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+/// Proxies one intercepted connection until both sides are done, then closes both legs.
+pub async fn proxy(pair: Rc<RefCell<PairIo>>, ctx: Rc<Ctx>, flow: FlowInfo) {
+    let client = LegStream::new(pair.clone(), Side::Client);
+    let upstream = LegStream::new(pair.clone(), Side::Upstream);
+    let head = poll_fn(|cx| client.poll_peek(cx, H2_PREFACE.len(), |d| !H2_PREFACE.starts_with(d))).await;
+    let conn = Rc::new(Conn { ctx, flow, websocket: Cell::new(false) });
+    let handed_over =
+        if head == H2_PREFACE { h2(client, upstream, conn).await } else { h1(client, upstream, conn).await };
+    if !handed_over {
+        close_both(&pair);
+    }
+}
+
+/// Closes both legs (FIN, after what is queued), unless already closed.
+pub fn close_both(pair: &Rc<RefCell<PairIo>>) {
+    let mut p = pair.borrow_mut();
+    for l in &mut p.legs {
+        l.socket().close();
+    }
+    p.touch();
+}
+
+/// Runs `conn` until it ends; when `upstream_done` is set first, asks it to finish the
+/// exchange in flight and close (`shutdown`).
+async fn drive<F: Future>(conn: F, upstream_done: &Signal, shutdown: impl Fn(std::pin::Pin<&mut F>)) -> F::Output {
+    let mut conn = pin!(conn);
+    let mut shut = false;
+    poll_fn(|cx| {
+        if !shut && upstream_done.poll_set(cx).is_ready() {
+            shutdown(conn.as_mut());
+            shut = true;
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The upstream side of an upgraded HTTP/1.1 connection, once hyper's client let go of it.
+type UpstreamParts = Rc<RefCell<Option<(LegStream, Bytes)>>>;
+
+/// HTTP/1.1. Returns true when the connection was upgraded (the relay tasks own the legs now).
+///
+/// hyper's own upgrade mechanism wants `Send` streams and the legs are not (they live on one
+/// worker), so an upgrade is done by hand: both connections run "without shutdown", and after a
+/// 101 each gives back its stream and the bytes it had read past the exchange.
+async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
+    let stats = conn.ctx.stats.clone();
+    let (sender, mut uconn) = match hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake::<_, ProxyBody>(upstream)
+        .await
+    {
+        Ok(x) => x,
+        Err(_) => return false,
+    };
+    let upstream_done = Rc::new(Signal::default());
+    let upgraded = Rc::new(Cell::new(false));
+    let upstream_parts: UpstreamParts = Rc::new(RefCell::new(None));
+    let (d, u, parts) = (upstream_done.clone(), upgraded.clone(), upstream_parts.clone());
+    spawn(async move {
+        let ok = poll_fn(|cx| uconn.poll_without_shutdown(cx)).await.is_ok();
+        if ok && u.get() {
+            let p = uconn.into_parts();
+            *parts.borrow_mut() = Some((p.io, p.read_buf));
+        }
+        d.set();
+    });
+    let up = Upstream::H1(Rc::new(RefCell::new(sender)));
+    let (c, u) = (conn.clone(), upgraded.clone());
+    let svc = hyper::service::service_fn(move |req| Box::pin(handle(req, up.clone(), c.clone(), u.clone())));
+    let mut server =
+        hyper::server::conn::http1::Builder::new().preserve_header_case(true).serve_connection(client, svc);
+    let mut shut = false;
+    let res = poll_fn(|cx| {
+        if !shut && !upgraded.get() && upstream_done.poll_set(cx).is_ready() {
+            // The server closed its side: finish the exchange in flight, then close.
+            std::pin::Pin::new(&mut server).graceful_shutdown();
+            shut = true;
+        }
+        server.poll_without_shutdown(cx)
+    })
+    .await;
+    match res {
+        Ok(()) if upgraded.get() => {
+            let client = server.into_parts();
+            poll_fn(|cx| upstream_done.poll_set(cx)).await;
+            let Some((s_io, s_buf)) = upstream_parts.borrow_mut().take() else { return false };
+            let websocket = upgraded_to_websocket(&conn);
+            spawn(ws::relay(client.io, client.read_buf, s_io, s_buf, websocket, conn.ctx.clone(), conn.flow.clone()));
+            true
+        }
+        Ok(()) => false,
+        Err(e) => {
+            if e.is_parse() || e.is_parse_too_large() {
+                bump(&stats.bad_requests);
+            }
+            false
+        }
+    }
+}
+
+fn upgraded_to_websocket(conn: &Conn) -> bool {
+    conn.websocket.get()
+}
+
+/// HTTP/2 with prior knowledge.
+async fn h2(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
+    let (sender, uconn) =
+        match hyper::client::conn::http2::Builder::new(LocalExec).handshake::<_, ProxyBody>(upstream).await {
+            Ok(x) => x,
+            Err(_) => return false,
+        };
+    let upstream_done = Rc::new(Signal::default());
+    let d = upstream_done.clone();
+    spawn(async move {
+        let _ = uconn.await;
+        d.set();
+    });
+    let up = Upstream::H2(sender);
+    let c = conn.clone();
+    let no_upgrade = Rc::new(Cell::new(false));
+    let svc = hyper::service::service_fn(move |req| handle(req, up.clone(), c.clone(), no_upgrade.clone()));
+    let server = hyper::server::conn::http2::Builder::new(LocalExec).serve_connection(client, svc);
+    if let Err(e) = drive(server, &upstream_done, |c| c.graceful_shutdown()).await {
+        if e.is_parse() {
+            bump(&conn.ctx.stats.bad_requests);
+        }
+    }
+    false
+}
+
+/// HTTP/2 has no upgrades (the flag stays false there); HTTP/1.1 upgrades once.
+fn upgrade_slot_taken(upgraded: &Cell<bool>) -> bool {
+    upgraded.get()
+}
+
+/// One request: the hook, upstream, the hook again.
+async fn handle(
+    req: Request<Incoming>,
+    up: Upstream,
+    conn: Rc<Conn>,
+    upgraded: Rc<Cell<bool>>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (ctx, flow) = (&conn.ctx, &conn.flow);
+    bump(&ctx.stats.requests);
+    let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let (mut parts, body) = req.into_parts();
+    match ctx.hook.on_request(flow, &mut parts) {
+        Decision::Continue => {}
+        Decision::Respond(r) => {
+            bump(&ctx.stats.local_responses);
+            return Ok(local(r));
+        }
+        Decision::Block => {
+            bump(&ctx.stats.blocked);
+            return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
+        }
+    }
+    let body = if ctx.hook.wants_request_body(flow, &parts) {
+        let mut whole = match Limited::new(body, ctx.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large to inspect\n")),
+        };
+        match ctx.hook.on_request_body(flow, &parts, &mut whole) {
+            Decision::Continue => {}
+            Decision::Respond(r) => {
+                bump(&ctx.stats.local_responses);
+                return Ok(local(r));
+            }
+            Decision::Block => {
+                bump(&ctx.stats.blocked);
+                return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
+            }
+        }
+        // The length changed with the body, or the client sent it chunked: say the new one.
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts.headers.insert(http::header::CONTENT_LENGTH, whole.len().into());
+        full(whole)
+    } else {
+        streamed(body)
+    };
+    let info = RequestInfo { method: parts.method.clone(), uri: parts.uri.clone(), host: request_host(&parts) };
+    let resp = match up.send(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(_) => {
+            bump(&ctx.stats.upstream_errors);
+            return Ok(status(StatusCode::BAD_GATEWAY, "upstream failed\n"));
+        }
+    };
+    bump(&ctx.stats.responses);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && wants_upgrade && !upgrade_slot_taken(&upgraded) {
+        let websocket = resp
+            .headers()
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        conn.websocket.set(websocket);
+        upgraded.set(true);
+    }
+    let (mut rp, rbody) = resp.into_parts();
+    match ctx.hook.on_response(flow, &info, &mut rp) {
+        Decision::Continue => {}
+        Decision::Respond(r) => {
+            bump(&ctx.stats.local_responses);
+            return Ok(local(r));
+        }
+        Decision::Block => {
+            bump(&ctx.stats.blocked);
+            return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
+        }
+    }
+    if ctx.hook.wants_response_body(flow, &info, &rp) {
+        let mut whole = match Limited::new(rbody, ctx.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                bump(&ctx.stats.upstream_errors);
+                return Ok(status(StatusCode::BAD_GATEWAY, "response body too large to inspect\n"));
+            }
+        };
+        match ctx.hook.on_response_body(flow, &info, &rp, &mut whole) {
+            Decision::Continue => {}
+            Decision::Respond(r) => return Ok(local(r)),
+            Decision::Block => return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n")),
+        }
+        rp.headers.remove(http::header::TRANSFER_ENCODING);
+        rp.headers.insert(http::header::CONTENT_LENGTH, whole.len().into());
+        return Ok(Response::from_parts(rp, full(whole)));
+    }
+    Ok(Response::from_parts(rp, streamed(rbody)))
+}
+
+/// Reads some bytes from a hyper stream: 0 at the end.
+pub async fn read_some<R: hyper::rt::Read + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut rb = hyper::rt::ReadBuf::new(buf);
+    poll_fn(|cx| std::pin::Pin::new(&mut *r).poll_read(cx, rb.unfilled())).await?;
+    Ok(rb.filled().len())
+}
+
+/// Writes all of `buf` to a hyper stream.
+pub async fn write_all<W: hyper::rt::Write + Unpin>(w: &mut W, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| std::pin::Pin::new(&mut *w).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Closes a hyper stream's sending side.
+pub async fn shutdown<W: hyper::rt::Write + Unpin>(w: &mut W) {
+    let _ = poll_fn(|cx| std::pin::Pin::new(&mut *w).poll_shutdown(cx)).await;
+}
