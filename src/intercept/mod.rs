@@ -464,7 +464,7 @@ fn clamp_mss(packet: &mut [u8]) {
     if s.tcp_flags & tcp_flags::SYN == 0 {
         return;
     }
-    let Some(seg) = packet.get_mut(s.l4_offset as usize..) else { return };
+    let Some(seg) = packet.get_mut(s.l4_offset..) else { return };
     if seg.len() < 20 {
         return;
     }
