@@ -171,7 +171,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
     let mut last_stats = Instant::now();
-    let mut last_counters = Instant::now();
+    // The first counters file is written at once, then every second.
+    let mut last_counters = Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now);
     let mut control = ControlIf::new(cfg.appliance.ip, mac, &cfg.control.health_ports, now_ms());
     let mut burst = Burst::<32>::new();
     let mut alive = Liveness::new(heartbeats);

@@ -169,10 +169,11 @@ async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
     let upstream_done = Rc::new(Signal::default());
     let upgraded = Rc::new(Cell::new(false));
     let upstream_parts: UpstreamParts = Rc::new(RefCell::new(None));
-    let (d, u, parts) = (upstream_done.clone(), upgraded.clone(), upstream_parts.clone());
+    let (d, parts) = (upstream_done.clone(), upstream_parts.clone());
     spawn(async move {
-        let ok = poll_fn(|cx| uconn.poll_without_shutdown(cx)).await.is_ok();
-        if ok && u.get() {
+        // It ends after a 101 too, possibly before the request's task has seen the response:
+        // keep the stream either way, the server side decides.
+        if poll_fn(|cx| uconn.poll_without_shutdown(cx)).await.is_ok() {
             let p = uconn.into_parts();
             *parts.borrow_mut() = Some((p.io, p.read_buf));
         }
@@ -258,6 +259,11 @@ async fn handle(
     bump(&ctx.stats.requests);
     let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
     let (mut parts, body) = req.into_parts();
+    if wants_upgrade {
+        // WebSocket extensions (permessage-deflate) would hide the messages from the hook:
+        // offer none, so the two sides agree on plain frames (which both must support).
+        parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     match ctx.hook.on_request(flow, &mut parts) {
         Decision::Continue => {}
         Decision::Respond(r) => {
