@@ -5,7 +5,8 @@
 #   scripts/lab.sh up          namespaces: client, server (nginx HTTP/HTTPS, iperf3, echo), gw, a1
 #   flowdog run  (in a1)       the appliance: DPDK net_af_packet on the veth dp0, --no-pci
 #   flowdog gwlb (in gw)       the GWLB: Geneve to the appliance, health checks, strict returns
-#   curl, ping, UDP            from the client namespace, through all of it
+#   curl, ping, UDP            from the client namespace, through all of it; port 8080 intercepted:
+#                              the appliance terminates TCP and rewrites the HTTP exchange
 #
 # It prints what each client saw, then the simulator's and the appliance's counters, and tears
 # everything down. Addresses are from 198.18.0.0/15; nothing routes out. Run as root.
@@ -38,6 +39,10 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 {
   scripts/lab.sh appliance-config 1 1
   printf '\n[[policy.rules]]\nname = "no-telnet"\nprotocol = "tcp"\ndst_ports = "23"\naction = "reset"\n'
+  # Intercepted: HTTP to the lab's echo server (it answers with the request head it received).
+  printf '\n[[policy.rules]]\nname = "inspect"\nprotocol = "tcp"\ndst_ports = "%s"\naction = "intercept"\n' \
+    "$FDLAB_HTTPECHO_PORT"
+  printf '\n[intercept]\nlowercase_user_agent_host = "%s"\n' "$FDLAB_HOST_WWW"
 } >"$WORK/appliance.toml"
 
 cat >"$WORK/gwlb.toml" <<TOML
@@ -113,6 +118,13 @@ print(ok)' "$FDLAB_SERVER_IP4" "$FDLAB_ECHO_PORT")
 show "UDP echo to $FDLAB_SERVER_IP4:$FDLAB_ECHO_PORT, 5 datagrams" "$udp of 5 echoed"
 telnet=$(in_ns "$FDLAB_NS_CLIENT" curl -sS --max-time 5 "telnet://$FDLAB_SERVER_IP4:23" 2>&1 </dev/null | head -n 1 || true)
 show "TCP to port 23 (policy: reset)" "${telnet:-no answer}"
+# Intercepted: the server's echo of the request head shows the rewritten header name, curl's
+# response headers show the one the appliance added.
+icpt=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -D "$WORK/icpt.head" "http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers" 2>&1 || true)
+seen=$(printf '%s\n' "$icpt" | grep -i '^user-agent:' | tr -d '\r' || true)
+added=$(grep -i '^x-flowdog:' "$WORK/icpt.head" 2>/dev/null | tr -d '\r' || true)
+show "curl http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers (intercepted)" "server saw \"${seen:-NOTHING}\""
+show "  (curl sent \"User-Agent: curl/...\")" "client got \"${added:-NO x-flowdog header}\""
 health=$(in_ns "$FDLAB_NS_GW" curl -sS --max-time 3 -w ' (HTTP %{http_code})' "http://$FDLAB_APP1_IP/healthz" 2>&1 | tr -d '\n')
 show "health check: curl http://$FDLAB_APP1_IP/healthz (from gw)" "$health"
 

@@ -29,6 +29,9 @@ def main():
     print("== appliance (flowdog on DPDK)")
     print(f"  received {c['rx_packets']} frames, returned {c['fast_path']} to the GWLB on the fast path, "
           f"{c['rst_sent']} TCP resets by policy; {c['flows_created']} flows")
+    print(f"  intercepted: {c['tcp_pairs_created']} TCP connections terminated on both sides, "
+          f"{c['http_requests']} HTTP requests proxied through the rewrite "
+          f"({c['intercept']} packets into the TCP pairs, {c['tcp_tx_packets']} out)")
     print(f"  health checks answered: {ctl.get('control_http_ok', 0)} x 200, "
           f"{ctl.get('control_http_unavailable', 0)} x 503 (ARP replies {c['arp_replies']})")
     drops = {k[5:]: v for k, v in c.items() if k.startswith("drop_") and v}

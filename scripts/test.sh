@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lints, unit and property tests, the scapy cross-check, the
 # no-allocation test, the end-to-end tests on real DPDK in network namespaces, and a short fuzz
-# run of the wire parser. Installs what it needs first. Run as root.
+# run of each fuzz target. Installs what it needs first. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,7 @@ echo "== end to end on DPDK (net_af_packet in namespaces)"
 python3 -m pytest -q tests/e2e
 
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-for target in frame fastpath; do
+for target in frame fastpath websocket; do
   echo "== fuzz: $target, ${FUZZ_SECONDS:-10} s"
   (cd crates/wire/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
      -max_total_time="${FUZZ_SECONDS:-10}" -max_len=9216 2>&1 | grep -E "^Done|ERROR|panicked" )

@@ -507,3 +507,62 @@ fn clamp_mss(packet: &mut [u8]) {
 fn tcp_flags_of(packet: &[u8]) -> u8 {
     summarize(packet).map_or(0, |s| s.tcp_flags)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowdog_wire::tcp::Packet as TcpPacket;
+    use std::net::Ipv4Addr;
+
+    /// An IPv4 SYN from 198.18.1.10:40000 to 198.18.2.10:80 with these TCP options.
+    fn syn(options: &[u8]) -> Vec<u8> {
+        let tcp_len = 20 + options.len();
+        let mut p = vec![0u8; 20 + tcp_len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 1, 10]);
+        p[16..20].copy_from_slice(&[198, 18, 2, 10]);
+        let sum = !flowdog_wire::checksum::ipv4_header(p[..20].first_chunk().unwrap());
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = ((tcp_len / 4) as u8) << 4;
+        t[13] = tcp_flags::SYN;
+        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        t[20..].copy_from_slice(options);
+        let mut tp = TcpPacket::new_checked(&mut p[20..]).unwrap();
+        tp.fill_checksum_v4(Ipv4Addr::new(198, 18, 1, 10), Ipv4Addr::new(198, 18, 2, 10));
+        p
+    }
+
+    fn mss_and_checksum_ok(p: &[u8]) -> (u16, bool) {
+        let t = TcpPacket::new_checked(&p[20..]).unwrap();
+        (
+            u16::from_be_bytes([p[42], p[43]]),
+            t.verify_checksum_v4(Ipv4Addr::new(198, 18, 1, 10), Ipv4Addr::new(198, 18, 2, 10)),
+        )
+    }
+
+    #[test]
+    fn mss_lowered_by_the_timestamp_option_with_a_valid_checksum() {
+        // MSS 1460, SACK permitted, timestamps, NOP, window scale 7: Linux's SYN.
+        let opts = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+        let mut p = syn(&opts);
+        assert_eq!(mss_and_checksum_ok(&p), (1460, true));
+        clamp_mss(&mut p);
+        assert_eq!(mss_and_checksum_ok(&p), (1448, true));
+        // Without timestamps the MSS stays.
+        let mut q = syn(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
+        clamp_mss(&mut q);
+        assert_eq!(mss_and_checksum_ok(&q), (1460, true));
+        // Broken options are left alone, never a panic.
+        let mut r = syn(&[2, 4, 0x05, 0xb4, 8, 0, 0, 0]);
+        clamp_mss(&mut r);
+        let mut s = syn(&[2, 4, 0x05, 0xb4, 8, 30, 0, 0]);
+        clamp_mss(&mut s);
+        assert_eq!(mss_and_checksum_ok(&s).0, 1460);
+    }
+}

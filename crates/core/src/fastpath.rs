@@ -939,6 +939,91 @@ mod tests {
     }
 
     #[test]
+    fn intercept_hands_whole_tcp_flows_to_the_pairs() {
+        let mut p = fp(1, 0, Policy { rules: vec![], default: Action::Intercept });
+        let (src, dst) = endpoints(false);
+        let tcp = |from_client: bool, sport: u16, flags: u8| {
+            let (s, d, sp, dp) = if from_client { (src, dst, sport, 80) } else { (dst, src, 80, sport) };
+            let inner = Inner {
+                src: s,
+                dst: d,
+                protocol: ip_protocol::TCP,
+                src_port: sp,
+                dst_port: dp,
+                tcp_flags: flags,
+                seq: 1,
+                ack: 1,
+                size: 60,
+            };
+            let mut b = [0u8; 512];
+            let n = gwlb(inner, 77).emit(&mut b);
+            (b, n)
+        };
+        // The client's SYN and the server's answer: the same slot, each direction named.
+        let (mut b, n) = tcp(true, 40000, tcp_flags::SYN);
+        let Verdict::Intercept(v) = p.handle(&mut b[..n], 0, false) else { panic!("not intercepted") };
+        assert!(v.from_client && v.new);
+        assert_eq!((v.inner_off, v.inner_len), (82, 60));
+        let (mut b, n) = tcp(false, 40000, tcp_flags::SYN | tcp_flags::ACK);
+        let Verdict::Intercept(w) = p.handle(&mut b[..n], 1, false) else { panic!("not intercepted") };
+        assert!(!w.from_client && !w.new);
+        assert_eq!(w.slot, v.slot);
+        assert_eq!(p.counters.intercept, 2);
+        // The outer headers for the appliance's own packets towards the client: the Geneve header
+        // GWLB sent that way, addressed back to GWLB, lengths and checksum for the inner packet.
+        let to_client = opposite(p.table.entry(v.slot as usize).initiator);
+        let o = p.outer(v.slot as usize, to_client).expect("GWLB sent that way");
+        assert_eq!(o.len(), 82);
+        let mut f = [0u8; 122];
+        o.write(&mut f);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr(), ip.total_len()), (APP, GW, 108));
+        assert_eq!(&f[36..38], &geneve::UDP_PORT.to_be_bytes());
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 88, "UDP length");
+        assert_eq!(&f[42..82], &b[42..82], "the Geneve header as GWLB sent it");
+        // Mid-stream (no SYN) and UDP flows stay on the fast path.
+        let (mut b, n) = tcp(true, 40001, tcp_flags::ACK);
+        assert_eq!(p.handle(&mut b[..n], 2, false), Verdict::Transmit);
+        let (mut b, n) = tcp(true, 40001, tcp_flags::ACK);
+        assert_eq!(p.handle(&mut b[..n], 3, false), Verdict::Transmit);
+        assert_eq!(p.counters.intercept_passed, 1);
+        let udp = Inner {
+            src,
+            dst,
+            protocol: ip_protocol::UDP,
+            src_port: 5000,
+            dst_port: 53,
+            tcp_flags: 0,
+            seq: 0,
+            ack: 0,
+            size: 60,
+        };
+        let mut b = [0u8; 512];
+        let n = gwlb(udp, 78).emit(&mut b);
+        assert_eq!(p.handle(&mut b[..n], 4, false), Verdict::Transmit);
+        assert_eq!(p.counters.intercept_passed, 2);
+        // Over the limit: the interceptor gives the flow back, refused with a RST.
+        let (mut b, n) = tcp(true, 40002, tcp_flags::SYN);
+        let mut pend = Pending::default();
+        assert_eq!(p.headers(&mut b[..n], false, &mut pend), Stage::Flow);
+        let Verdict::Intercept(v) = p.flow_stage(&mut b[..n], &pend, 5) else { panic!("not intercepted") };
+        let Verdict::TransmitLen(len) = p.demote(&mut b[..n], &pend, v.slot as usize, true) else { panic!("no RST") };
+        let t = TcpPacket::new_checked(&b[82 + 20..len]).unwrap();
+        assert_eq!(t.flags(), tcp_flags::RST | tcp_flags::ACK);
+        assert_eq!(p.counters.intercept_over_limit, 1);
+        let (mut b, n) = tcp(true, 40002, tcp_flags::SYN);
+        assert!(matches!(p.handle(&mut b[..n], 6, false), Verdict::TransmitLen(_)), "refused from now on");
+    }
+
+    fn opposite(d: Direction) -> Direction {
+        match d {
+            Direction::LoToHi => Direction::HiToLo,
+            Direction::HiToLo => Direction::LoToHi,
+        }
+    }
+
+    #[test]
     fn answers_arp_and_ping() {
         let mut p = fp(1, 0, Policy::default());
         let mut f = [0u8; 60];
