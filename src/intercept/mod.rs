@@ -197,7 +197,7 @@ impl Interceptor {
         now: Instant,
     ) -> Result<(), Full> {
         tcp::set_clock(now);
-        clamp_mss(inner);
+        clamp_mss(inner, self.cfg.leg.mtu);
         if v.new {
             if let Some(old) = self.pairs.remove(&v.slot) {
                 self.retire(old);
@@ -455,11 +455,13 @@ fn summarize(packet: &[u8]) -> Option<inner::Summary> {
     inner::summarize(proto, packet).ok()
 }
 
-/// smoltcp fills a segment up to the peer's MSS without counting its own TCP options: with
-/// timestamps on, every full segment would be 12 bytes over the path MTU (and dropped where the
-/// path is exactly that MTU). So a SYN or SYN-ACK that negotiates timestamps reaches the leg with
-/// its MSS lowered by the 12 bytes the option takes in each segment; the checksum follows.
-fn clamp_mss(packet: &mut [u8]) {
+/// smoltcp fills a segment up to the peer's MSS, or its own MTU less 40 bytes, without counting
+/// its own TCP options: with timestamps on, every full segment would be 12 bytes over the path
+/// MTU (dropped where the path is exactly that MTU) or over the leg's own MTU (dropped by
+/// smoltcp, then retransmitted at the same size forever). So a SYN or SYN-ACK reaches the leg
+/// with its MSS lowered to what a segment may carry once the options are in: at most the leg's
+/// MTU less the IP and TCP headers, and 12 bytes less with timestamps. The checksum follows.
+fn clamp_mss(packet: &mut [u8], leg_mtu: usize) {
     let Some(s) = summarize(packet) else { return };
     if s.tcp_flags & tcp_flags::SYN == 0 {
         return;
@@ -493,9 +495,12 @@ fn clamp_mss(packet: &mut [u8]) {
             }
         }
     }
-    let (Some(at), true) = (mss_at, timestamps) else { return };
+    let Some(at) = mss_at else { return };
+    let options = if timestamps { 12 } else { 0 };
+    let ip_header = if s.ip_version == 6 { 40 } else { 20 };
+    let room = leg_mtu.saturating_sub(ip_header + 20 + options).min(u16::MAX as usize) as u16;
     let old = u16::from_be_bytes([seg[at], seg[at + 1]]);
-    let new = old.saturating_sub(12).max(536);
+    let new = old.saturating_sub(options as u16).min(room).max(536);
     if new == old {
         return;
     }
@@ -552,17 +557,23 @@ mod tests {
         let opts = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
         let mut p = syn(&opts);
         assert_eq!(mss_and_checksum_ok(&p), (1460, true));
-        clamp_mss(&mut p);
+        clamp_mss(&mut p, 8500);
         assert_eq!(mss_and_checksum_ok(&p), (1448, true));
-        // Without timestamps the MSS stays.
+        // A jumbo peer (MSS 8961) behind a leg whose MTU is 1942: what fits the leg's MTU.
+        let mut j = syn(&[2, 4, 0x23, 0x01, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]);
+        clamp_mss(&mut j, 1942);
+        assert_eq!(mss_and_checksum_ok(&j), (1942 - 40 - 12, true));
+        // Without timestamps the MSS stays, unless the leg's MTU is smaller.
         let mut q = syn(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
-        clamp_mss(&mut q);
+        clamp_mss(&mut q, 8500);
         assert_eq!(mss_and_checksum_ok(&q), (1460, true));
+        clamp_mss(&mut q, 1400);
+        assert_eq!(mss_and_checksum_ok(&q), (1360, true));
         // Broken options are left alone, never a panic.
         let mut r = syn(&[2, 4, 0x05, 0xb4, 8, 0, 0, 0]);
-        clamp_mss(&mut r);
+        clamp_mss(&mut r, 8500);
         let mut s = syn(&[2, 4, 0x05, 0xb4, 8, 30, 0, 0]);
-        clamp_mss(&mut s);
+        clamp_mss(&mut s, 8500);
         assert_eq!(mss_and_checksum_ok(&s).0, 1460);
     }
 }
