@@ -131,12 +131,15 @@ impl Device for QueueDev {
     }
 }
 
-/// One end host: an interface with one address and one TCP socket.
+/// One end host: an interface with one address and one TCP socket (more with
+/// [`Peer::add_socket`]).
 struct Peer {
     name: &'static str,
+    host: Host,
     iface: Interface,
     dev: QueueDev,
     sockets: SocketSet<'static>,
+    /// The first socket (the one whose state changes are logged).
     tcp: SocketHandle,
     /// The socket's state after the last poll (for the log of state changes).
     last: State,
@@ -155,17 +158,22 @@ impl Peer {
         // Everything off-subnet goes "to the router", which is GWLB's route table here.
         let gw = Ipv4Address::from_bits(addr.to_bits() & !0xff | 1);
         iface.routes_mut().add_default_ipv4_route(gw).expect("one route");
-        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
-        if host.timestamps {
-            s.set_tsval_generator(Some(peer_tsval));
-        }
         let mut sockets = SocketSet::new(Vec::new());
-        let tcp = sockets.add(s);
-        Peer { name, iface, dev, sockets, tcp, last: State::Closed, rx_packets: 0, rx_largest: 0 }
+        let tcp = sockets.add(tcp_socket(host));
+        Peer { name, host, iface, dev, sockets, tcp, last: State::Closed, rx_packets: 0, rx_largest: 0 }
+    }
+
+    /// Another TCP socket on the same interface.
+    fn add_socket(&mut self) -> SocketHandle {
+        self.sockets.add(tcp_socket(self.host))
     }
 
     fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut(self.tcp)
+    }
+
+    fn socket_at(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut(h)
     }
 
     fn state(&self) -> State {
@@ -173,13 +181,26 @@ impl Peer {
     }
 
     fn connect(&mut self, to: Ipv4Address, port: u16, local_port: u16) {
-        let s = self.sockets.get_mut::<tcp::Socket>(self.tcp);
+        self.connect_at(self.tcp, to, port, local_port);
+    }
+
+    fn connect_at(&mut self, h: SocketHandle, to: Ipv4Address, port: u16, local_port: u16) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
         s.connect(self.iface.context(), (IpAddress::Ipv4(to), port), local_port).expect("connect");
     }
 
     fn poll(&mut self, now: Instant) {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
     }
+}
+
+/// A peer's TCP socket: 64 KiB buffers, timestamps as the host has them.
+fn tcp_socket(host: Host) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
+    if host.timestamps {
+        s.set_tsval_generator(Some(peer_tsval));
+    }
+    s
 }
 
 /// The appliance's way out, as the worker's `WorkerWire`, into a Vec instead of an mbuf: the
@@ -492,12 +513,18 @@ impl Exchange {
 
     /// One turn of both applications; true once the client has the whole response.
     fn play(&mut self, net: &mut Net) -> bool {
-        send_some(net.client.socket(), &self.request, &mut self.request_sent);
-        recv_some(net.server.socket(), &mut self.server_got);
+        let (c, s) = (net.client.tcp, net.server.tcp);
+        self.play_at(net, c, s)
+    }
+
+    /// [`Exchange::play`] on other sockets of the peers.
+    fn play_at(&mut self, net: &mut Net, client: SocketHandle, server: SocketHandle) -> bool {
+        send_some(net.client.socket_at(client), &self.request, &mut self.request_sent);
+        recv_some(net.server.socket_at(server), &mut self.server_got);
         if whole_message(&self.server_got).is_some() {
-            send_some(net.server.socket(), &self.response, &mut self.response_sent);
+            send_some(net.server.socket_at(server), &self.response, &mut self.response_sent);
         }
-        recv_some(net.client.socket(), &mut self.client_got);
+        recv_some(net.client.socket_at(client), &mut self.client_got);
         whole_message(&self.client_got).is_some()
     }
 
@@ -595,6 +622,93 @@ fn both_closing_tears_the_pair_down() {
     assert_eq!(net.icpt.counters.closed, 1);
     // The proxy's tasks end with the connection.
     net.run_until(100, |n| n.icpt.tasks() == 0);
+    net.check_clean();
+}
+
+/// A server that fails in the middle of a response (a RST after part of its body) ends that
+/// response and its connection only: the client gets the head and what arrived, then its
+/// connection ends; the pair and its tasks go; another connection of the same client through
+/// the same worker, opened before the failure, still works after it.
+#[test]
+fn upstream_failing_mid_response_ends_only_that_response() {
+    // The server sends full segments: no timestamps (see [`Host::timestamps`]).
+    let mut net = connected_net(LINUX, PLAIN);
+    let up = |s: State| s == State::Established;
+    net.run_until(100, |n| up(n.client.state()) && up(n.server.state()) && n.icpt.active() == 1);
+    net.run_until(100, |n| !n.icpt.busy());
+    // What one idle intercepted connection runs (its proxy task waiting for the request).
+    let idle_tasks = net.icpt.tasks();
+    assert!(idle_tasks > 0);
+
+    // The second connection, from another source port, opened before the failure.
+    let (c2, s2) = (net.client.add_socket(), net.server.add_socket());
+    net.server.socket_at(s2).listen(80).expect("listen");
+    net.client.connect_at(c2, SERVER, 80, CLIENT_PORT + 1);
+    net.run_until(100, |n| {
+        up(n.client.socket_at(c2).state()) && up(n.server.socket_at(s2).state()) && n.icpt.active() == 2
+    });
+    let remote = net.server.socket_at(s2).remote_endpoint().expect("connected");
+    assert_eq!(remote.port, CLIENT_PORT + 1, "the second listener took the second connection");
+
+    // The first connection: the server sends the head and 10 000 of 100 000 body bytes; once
+    // they are acknowledged (the appliance has them), it aborts (RST).
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    response.extend((0..10_000).map(|i| (i % 251) as u8));
+    let (request, mut request_sent, mut response_sent) = (get("www.example"), 0, 0);
+    let (mut server_got, mut client_got) = (Vec::new(), Vec::new());
+    net.run_until(500, |n| {
+        send_some(n.client.socket(), &request, &mut request_sent);
+        recv_some(n.server.socket(), &mut server_got);
+        if whole_message(&server_got).is_some() {
+            send_some(n.server.socket(), &response, &mut response_sent);
+        }
+        recv_some(n.client.socket(), &mut client_got);
+        response_sent == response.len() && n.server.socket().send_queue() == 0
+    });
+    net.server.socket().abort();
+
+    // The client's connection ends (FIN or RST) within a bounded number of rounds; it closes
+    // its side on the FIN, as an application at the end of the stream.
+    let rounds = net.run_until(200, |n| {
+        recv_some(n.client.socket(), &mut client_got);
+        let s = n.client.socket();
+        if s.state() == State::CloseWait {
+            s.close();
+        }
+        matches!(s.state(), State::Closed | State::TimeWait)
+    });
+    eprintln!("the client's connection ended {rounds} rounds after the RST; events {:?}", net.events);
+    let end = client_got.windows(4).position(|w| w == b"\r\n\r\n").expect("the response head") + 4;
+    let head = String::from_utf8(client_got[..end].to_vec()).expect("an ASCII head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    let body = &client_got[end..];
+    assert!(body.len() < 100_000, "{} body bytes", body.len());
+    eprintln!("the client got {} body bytes", body.len());
+    assert!(body == &response[response.len() - 10_000..][..body.len()], "the body arrived changed");
+
+    // The first pair and its tasks go; the second's stay as they were.
+    net.run_until(200, |n| n.icpt.active() == 1 && n.icpt.tasks() == idle_tasks);
+    assert_eq!(net.icpt.counters.closed, 1);
+
+    // The second connection, used after the failure: a normal exchange.
+    let mut x = Exchange::new(get("www.example"), HELLO.to_vec());
+    net.run_until(2000, |n| x.play_at(n, c2, s2));
+    let (resp, body) = whole_message(&x.client_got).expect("a whole response");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp:?}");
+    assert_eq!(body, b"hello");
+    assert!(x.server_head().contains("\r\nuser-agent: test/1\r\n"), "{:?}", x.server_head());
+
+    // It closes; then nothing is left.
+    net.client.socket_at(c2).close();
+    let gone = |s: State| matches!(s, State::Closed | State::TimeWait);
+    net.run_until(2000, |n| {
+        if n.server.socket_at(s2).state() == State::CloseWait {
+            n.server.socket_at(s2).close();
+        }
+        gone(n.client.socket_at(c2).state()) && gone(n.server.socket_at(s2).state()) && n.icpt.active() == 0
+    });
+    net.run_until(100, |n| n.icpt.tasks() == 0);
+    assert_eq!((net.icpt.counters.created, net.icpt.counters.closed), (2, 2));
     net.check_clean();
 }
 

@@ -199,7 +199,7 @@ async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
             let client = server.into_parts();
             poll_fn(|cx| upstream_done.poll_set(cx)).await;
             let Some((s_io, s_buf)) = upstream_parts.borrow_mut().take() else { return false };
-            let websocket = upgraded_to_websocket(&conn);
+            let websocket = conn.websocket.get();
             spawn(ws::relay(client.io, client.read_buf, s_io, s_buf, websocket, conn.ctx.clone(), conn.flow.clone()));
             true
         }
@@ -211,10 +211,6 @@ async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
             false
         }
     }
-}
-
-fn upgraded_to_websocket(conn: &Conn) -> bool {
-    conn.websocket.get()
 }
 
 /// HTTP/2 with prior knowledge.
@@ -241,11 +237,6 @@ async fn h2(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
         }
     }
     false
-}
-
-/// HTTP/2 has no upgrades (the flag stays false there); HTTP/1.1 upgrades once.
-fn upgrade_slot_taken(upgraded: &Cell<bool>) -> bool {
-    upgraded.get()
 }
 
 /// One request: the hook, upstream, the hook again.
@@ -307,7 +298,8 @@ async fn handle(
         }
     };
     bump(&ctx.stats.responses);
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && wants_upgrade && !upgrade_slot_taken(&upgraded) {
+    // (HTTP/2 has no upgrades: there `upgraded` stays false.)
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && wants_upgrade && !upgraded.get() {
         let websocket = resp
             .headers()
             .get(http::header::UPGRADE)
