@@ -223,7 +223,12 @@ impl Interceptor {
                     }
                     return Ok(());
                 }
-                p.io.borrow_mut().legs[1].poll(now, Some(inner), &mut sink);
+                let mut io = p.io.borrow_mut();
+                if let Some(ts) = syn_options(inner).tsval {
+                    // The server's SYN-ACK: the client leg will speak with the server's clock.
+                    io.legs[0].follow_timestamps(ts, now);
+                }
+                io.legs[1].poll(now, Some(inner), &mut sink);
             }
             State::Open => {
                 let leg = if v.from_client { 0 } else { 1 };
@@ -269,6 +274,9 @@ impl Interceptor {
             return Ok(());
         }
         upstream_leg.socket().set_timeout(Some(self.cfg.connect_timeout));
+        if let Some(ts) = syn_options(inner).tsval {
+            upstream_leg.follow_timestamps(ts, now);
+        }
         let io = Rc::new(RefCell::new(PairIo::new([client_leg, upstream_leg], id, self.dirty.clone())));
         let flow = FlowInfo {
             client,
@@ -455,6 +463,55 @@ fn summarize(packet: &[u8]) -> Option<inner::Summary> {
     inner::summarize(proto, packet).ok()
 }
 
+/// What a SYN or SYN-ACK says in its TCP options: where its MSS value sits (offset in the
+/// packet) and its timestamp value, if it has them.
+#[derive(Debug, Default, Clone, Copy)]
+struct SynOptions {
+    /// Where the TCP header starts.
+    l4: usize,
+    mss_at: Option<usize>,
+    tsval: Option<u32>,
+    ipv6: bool,
+}
+
+fn syn_options(packet: &[u8]) -> SynOptions {
+    let mut o = SynOptions::default();
+    let Some(s) = summarize(packet) else { return o };
+    o.ipv6 = s.ip_version == 6;
+    let l4 = s.l4_offset;
+    o.l4 = l4;
+    if s.tcp_flags & tcp_flags::SYN == 0 || packet.len() < l4 + 20 {
+        return o;
+    }
+    let hlen = ((packet[l4 + 12] >> 4) as usize) * 4;
+    if hlen < 20 || packet.len() < l4 + hlen {
+        return o;
+    }
+    let opts = &packet[l4 + 20..l4 + hlen];
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if kind == 2 && len == 4 {
+                    o.mss_at = Some(l4 + 20 + i + 2);
+                }
+                if kind == 8 && len == 10 {
+                    o.tsval = Some(u32::from_be_bytes([opts[i + 2], opts[i + 3], opts[i + 4], opts[i + 5]]));
+                }
+                i += len;
+            }
+        }
+    }
+    o
+}
+
 /// smoltcp fills a segment up to the peer's MSS, or its own MTU less 40 bytes, without counting
 /// its own TCP options: with timestamps on, every full segment would be 12 bytes over the path
 /// MTU (dropped where the path is exactly that MTU) or over the leg's own MTU (dropped by
@@ -462,51 +519,20 @@ fn summarize(packet: &[u8]) -> Option<inner::Summary> {
 /// with its MSS lowered to what a segment may carry once the options are in: at most the leg's
 /// MTU less the IP and TCP headers, and 12 bytes less with timestamps. The checksum follows.
 fn clamp_mss(packet: &mut [u8], leg_mtu: usize) {
-    let Some(s) = summarize(packet) else { return };
-    if s.tcp_flags & tcp_flags::SYN == 0 {
-        return;
-    }
-    let Some(seg) = packet.get_mut(s.l4_offset..) else { return };
-    if seg.len() < 20 {
-        return;
-    }
-    let hlen = ((seg[12] >> 4) as usize) * 4;
-    if hlen < 20 || seg.len() < hlen {
-        return;
-    }
-    let (mut i, mut mss_at, mut timestamps) = (20, None, false);
-    while i < hlen {
-        match seg[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = seg.get(i + 1) else { break };
-                let len = len as usize;
-                if len < 2 || i + len > hlen {
-                    break;
-                }
-                if kind == 2 && len == 4 {
-                    mss_at = Some(i + 2);
-                }
-                if kind == 8 {
-                    timestamps = true;
-                }
-                i += len;
-            }
-        }
-    }
-    let Some(at) = mss_at else { return };
-    let options = if timestamps { 12 } else { 0 };
-    let ip_header = if s.ip_version == 6 { 40 } else { 20 };
+    let o = syn_options(packet);
+    let Some(at) = o.mss_at else { return };
+    let options = if o.tsval.is_some() { 12 } else { 0 };
+    let ip_header = if o.ipv6 { 40 } else { 20 };
     let room = leg_mtu.saturating_sub(ip_header + 20 + options).min(u16::MAX as usize) as u16;
-    let old = u16::from_be_bytes([seg[at], seg[at + 1]]);
+    let old = u16::from_be_bytes([packet[at], packet[at + 1]]);
     let new = old.saturating_sub(options as u16).min(room).max(536);
     if new == old {
         return;
     }
-    seg[at..at + 2].copy_from_slice(&new.to_be_bytes());
-    let sum = u16::from_be_bytes([seg[16], seg[17]]);
-    seg[16..18].copy_from_slice(&flowdog_wire::checksum::update16(sum, old, new).to_be_bytes());
+    packet[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    let ck = o.l4 + 16;
+    let sum = u16::from_be_bytes([packet[ck], packet[ck + 1]]);
+    packet[ck..ck + 2].copy_from_slice(&flowdog_wire::checksum::update16(sum, old, new).to_be_bytes());
 }
 
 fn tcp_flags_of(packet: &[u8]) -> u8 {
@@ -569,6 +595,13 @@ mod tests {
         assert_eq!(mss_and_checksum_ok(&q), (1460, true));
         clamp_mss(&mut q, 1400);
         assert_eq!(mss_and_checksum_ok(&q), (1360, true));
+        // MSS after the timestamps, and the timestamp value read for the legs' clocks.
+        let mut t = syn(&[1, 1, 8, 10, 0, 0, 0x30, 0x39, 0, 0, 0, 0, 2, 4, 0x05, 0xb4, 1, 3, 3, 7]);
+        assert_eq!(syn_options(&t).tsval, Some(12345));
+        clamp_mss(&mut t, 8500);
+        let tp = TcpPacket::new_checked(&t[20..]).unwrap();
+        assert!(tp.verify_checksum_v4(Ipv4Addr::new(198, 18, 1, 10), Ipv4Addr::new(198, 18, 2, 10)));
+        assert_eq!(u16::from_be_bytes([t[54], t[55]]), 1448);
         // Broken options are left alone, never a panic.
         let mut r = syn(&[2, 4, 0x05, 0xb4, 8, 0, 0, 0]);
         clamp_mss(&mut r, 8500);

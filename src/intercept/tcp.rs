@@ -39,9 +39,10 @@ impl Sink for Discard {
 }
 
 thread_local! {
-    /// Milliseconds of the worker's clock at its last poll, for TCP timestamps (smoltcp asks a
-    /// plain function for them).
+    /// Milliseconds of the worker's clock at its last poll, and the offset of the leg being
+    /// polled, for TCP timestamps (smoltcp asks a plain function for them).
     static NOW_MS: Cell<u32> = const { Cell::new(0) };
+    static TS_OFFSET: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Sets the clock that TCP timestamps come from; the worker calls it once per loop.
@@ -50,7 +51,7 @@ pub fn set_clock(now: Instant) {
 }
 
 fn tsval() -> u32 {
-    NOW_MS.with(|c| c.get())
+    NOW_MS.with(|c| c.get()).wrapping_add(TS_OFFSET.with(|c| c.get()))
 }
 
 struct LegDevice<'a> {
@@ -138,6 +139,8 @@ pub struct Leg {
     /// Packets go towards the client (client leg) or the server (upstream leg).
     to_client: bool,
     mtu: usize,
+    /// Added to the worker's millisecond clock for this leg's TCP timestamps.
+    ts_offset: u32,
 }
 
 impl Leg {
@@ -160,7 +163,15 @@ impl Leg {
         s.set_tsval_generator(Some(tsval));
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(s);
-        Leg { iface, sockets, handle, to_client, mtu: cfg.mtu }
+        Leg { iface, sockets, handle, to_client, mtu: cfg.mtu, ts_offset: 0 }
+    }
+
+    /// Makes the leg's TCP timestamps continue the clock of the host it stands in for: `tsval`
+    /// is what that host sent at `now`. A server still in TIME-WAIT from that host's earlier
+    /// connection on the same ports then takes the new SYN (PAWS), as it would without the
+    /// appliance; timestamps from the worker's own clock would look older and be refused.
+    pub fn follow_timestamps(&mut self, tsval: u32, now: Instant) {
+        self.ts_offset = tsval.wrapping_sub(now.total_millis() as u32);
     }
 
     pub fn socket(&mut self) -> &mut tcp::Socket<'static> {
@@ -185,6 +196,7 @@ impl Leg {
     /// Hands the leg one received packet (or none: only timers and pending data), lets it send
     /// what it has. Returns when it next needs a poll without a packet.
     pub fn poll(&mut self, now: Instant, rx: Option<&[u8]>, sink: &mut dyn Sink) -> Option<Instant> {
+        TS_OFFSET.with(|c| c.set(self.ts_offset));
         let mut dev = LegDevice { rx, sink, to_client: self.to_client, mtu: self.mtu };
         self.iface.poll(now, &mut dev, &mut self.sockets);
         self.iface.poll_at(now, &self.sockets)
