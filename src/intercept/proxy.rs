@@ -239,6 +239,21 @@ async fn h2(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
     false
 }
 
+/// What the client gets instead when the hook answers or blocks (counted); None: go on.
+fn answer(ctx: &Ctx, d: Decision) -> Option<Response<ProxyBody>> {
+    match d {
+        Decision::Continue => None,
+        Decision::Respond(r) => {
+            bump(&ctx.stats.local_responses);
+            Some(local(r))
+        }
+        Decision::Block => {
+            bump(&ctx.stats.blocked);
+            Some(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"))
+        }
+    }
+}
+
 /// One request: the hook, upstream, the hook again.
 async fn handle(
     req: Request<Incoming>,
@@ -255,32 +270,16 @@ async fn handle(
         // offer none, so the two sides agree on plain frames (which both must support).
         parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     }
-    match ctx.hook.on_request(flow, &mut parts) {
-        Decision::Continue => {}
-        Decision::Respond(r) => {
-            bump(&ctx.stats.local_responses);
-            return Ok(local(r));
-        }
-        Decision::Block => {
-            bump(&ctx.stats.blocked);
-            return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
-        }
+    if let Some(r) = answer(ctx, ctx.hook.on_request(flow, &mut parts)) {
+        return Ok(r);
     }
     let body = if ctx.hook.wants_request_body(flow, &parts) {
         let mut whole = match Limited::new(body, ctx.max_body).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return Ok(status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large to inspect\n")),
         };
-        match ctx.hook.on_request_body(flow, &parts, &mut whole) {
-            Decision::Continue => {}
-            Decision::Respond(r) => {
-                bump(&ctx.stats.local_responses);
-                return Ok(local(r));
-            }
-            Decision::Block => {
-                bump(&ctx.stats.blocked);
-                return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
-            }
+        if let Some(r) = answer(ctx, ctx.hook.on_request_body(flow, &parts, &mut whole)) {
+            return Ok(r);
         }
         // The length changed with the body, or the client sent it chunked: say the new one.
         parts.headers.remove(http::header::TRANSFER_ENCODING);
@@ -309,16 +308,8 @@ async fn handle(
         upgraded.set(true);
     }
     let (mut rp, rbody) = resp.into_parts();
-    match ctx.hook.on_response(flow, &info, &mut rp) {
-        Decision::Continue => {}
-        Decision::Respond(r) => {
-            bump(&ctx.stats.local_responses);
-            return Ok(local(r));
-        }
-        Decision::Block => {
-            bump(&ctx.stats.blocked);
-            return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n"));
-        }
+    if let Some(r) = answer(ctx, ctx.hook.on_response(flow, &info, &mut rp)) {
+        return Ok(r);
     }
     if ctx.hook.wants_response_body(flow, &info, &rp) {
         let mut whole = match Limited::new(rbody, ctx.max_body).collect().await {
@@ -328,10 +319,8 @@ async fn handle(
                 return Ok(status(StatusCode::BAD_GATEWAY, "response body too large to inspect\n"));
             }
         };
-        match ctx.hook.on_response_body(flow, &info, &rp, &mut whole) {
-            Decision::Continue => {}
-            Decision::Respond(r) => return Ok(local(r)),
-            Decision::Block => return Ok(status(StatusCode::FORBIDDEN, "blocked by flowdog\n")),
+        if let Some(r) = answer(ctx, ctx.hook.on_response_body(flow, &info, &rp, &mut whole)) {
+            return Ok(r);
         }
         rp.headers.remove(http::header::TRANSFER_ENCODING);
         rp.headers.insert(http::header::CONTENT_LENGTH, whole.len().into());
