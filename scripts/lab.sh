@@ -258,8 +258,9 @@ build_net() {
   fi
 
   # The simulator's TUNs: persistent, single queue, IFF_TUN (open them with IFF_TUN, IFF_NO_PI
-  # as wished, without IFF_MULTI_QUEUE). No addresses and no IPv6 link-local address either, so
-  # the kernel itself writes nothing into them; IPv6 stays enabled so v6 can be forwarded.
+  # as wished, without IFF_MULTI_QUEUE). No addresses and no IPv6 link-local address either; the
+  # kernel still writes an MLD report or two into them when a reader attaches (the simulator
+  # does not carry link-local/multicast chatter). IPv6 stays enabled so v6 can be forwarded.
   for ifc in tunc tuns; do
     ip -n "$NS_GW" tuntap add dev "$ifc" mode tun
     ip -n "$NS_GW" link set "$ifc" addrgenmode none
