@@ -12,4 +12,5 @@ pub mod gwlb;
 pub mod intercept;
 pub mod pcap;
 pub mod run;
+pub mod tls;
 pub mod worker;

@@ -25,10 +25,13 @@ enum Cmd {
         /// Stop after SECS seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
-        /// Write the final counters as JSON to FILE.
+        /// Write the counters as JSON to FILE, every second and on exit.
         #[arg(long, value_name = "FILE")]
         counters_out: Option<PathBuf>,
     },
+    /// The root CA of TLS interception.
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Check a configuration file and print the EAL arguments it gives.
     CheckConfig {
         #[arg(long, short)]
@@ -53,6 +56,24 @@ enum Cmd {
         /// Capture what goes to and comes back from the targets into FILE (pcap, raw IPv4).
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Make a local root CA for development: DIR/ca.key (mode 0600) and DIR/ca.pem.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The root's common name.
+        #[arg(long, default_value = "flowdog root CA")]
+        common_name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// Replace an existing CA in DIR.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -99,6 +120,17 @@ fn main() -> Result<()> {
         }
         Cmd::Gwlb { config, stats, duration, counters_out, pcap } => {
             flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out, pcap })
+        }
+        Cmd::Ca(CaCmd::Init { out, common_name, days, force }) => {
+            use flowdog::tls::ca;
+            let files = ca::init_local(&out, &ca::RootSpec { common_name, valid_days: days }, force)?;
+            println!(
+                "flowdog ca init: root key {} (mode 0600), certificate {}",
+                files.key.display(),
+                files.cert.display()
+            );
+            println!("{}", ca::trust_instructions(&files.cert));
+            Ok(())
         }
         Cmd::CheckConfig { config } => {
             let c = flowdog::config::Config::load(&config)?;
