@@ -101,12 +101,18 @@ impl Default for InterceptSection {
     }
 }
 
+/// The longest inner packet an intercepted flow's mbuf holds: the data room less DPDK's
+/// 128-byte headroom and the longest outer headers.
+fn intercept_room(mbuf_data_room: u16) -> usize {
+    (mbuf_data_room as usize).saturating_sub(128 + flowdog_core::fastpath::OUTER_MAX)
+}
+
 impl InterceptSection {
     /// The interceptor's settings; `mbuf_data_room` caps the legs' MTU (a packet and its
     /// outer headers fit one mbuf) and `tcp_idle_secs` is the flow table's TCP idle timeout.
     pub fn settings(&self, mbuf_data_room: u16, tcp_idle_secs: u64) -> InterceptConfig {
         use smoltcp::time::Duration;
-        let room = (mbuf_data_room as usize).saturating_sub(128 + flowdog_core::fastpath::OUTER_MAX);
+        let room = intercept_room(mbuf_data_room);
         InterceptConfig {
             max_flows: self.max_flows_per_worker,
             when_full: if self.when_full == "refuse" { WhenFull::Refuse } else { WhenFull::Pass },
@@ -404,7 +410,7 @@ impl Config {
         if !(576..=8500).contains(&i.inner_mtu) {
             bail!("intercept.inner_mtu: {} is outside 576..=8500 (GWLB carries at most 8500)", i.inner_mtu);
         }
-        let room = (self.port.mbuf_data_room as usize).saturating_sub(128 + flowdog_core::fastpath::OUTER_MAX);
+        let room = intercept_room(self.port.mbuf_data_room);
         if room < 576 {
             bail!(
                 "port.mbuf_data_room: {} leaves {room} bytes for intercepted packets; 576 at least",

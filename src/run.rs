@@ -220,12 +220,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         if let Some(path) = &opts.counters_out {
             if last_counters.elapsed() >= Duration::from_secs(1) {
                 last_counters = Instant::now();
-                let cc = control.counters;
-                let named = [
-                    ("control_rx_frames", cc.rx_frames),
-                    ("control_tx_frames", cc.tx_frames),
-                    ("control_http_requests", cc.http_requests),
-                ];
+                let named = control_named(&control, control_tx.full, control_nombuf);
                 write_counters(path, &slots, port.xstats().unwrap_or_default(), &named)?;
             }
         }
@@ -243,18 +238,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let pstats = port.stats().ok();
     let xstats = port.xstats().unwrap_or_default();
     println!("flowdog: stopped after {:.1}s; final counters:", start.elapsed().as_secs_f64());
-    let cc = control.counters;
-    let control_named = [
-        ("control_rx_frames", cc.rx_frames),
-        ("control_tx_frames", cc.tx_frames),
-        ("control_rx_dropped", cc.rx_dropped),
-        ("control_tx_no_peer", cc.tx_no_peer),
-        ("control_tx_ring_full", control_tx.full),
-        ("control_tx_nombuf", control_nombuf),
-        ("control_http_requests", cc.http_requests),
-        ("control_http_ok", cc.http_ok),
-        ("control_http_unavailable", cc.http_unavailable),
-    ];
+    let control_named = control_named(&control, control_tx.full, control_nombuf);
     for (name, v) in total.named() {
         if v != 0 || !name.starts_with("drop_") {
             println!("  {name:<28} {v}");
@@ -295,6 +279,22 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         bail!("worker lcores {failed:?} failed (panicked)");
     }
     Ok(())
+}
+
+/// The control interface's counters with their names, and the two of its transmit path.
+fn control_named(control: &ControlIf, ring_full: u64, nombuf: u64) -> [(&'static str, u64); 9] {
+    let cc = control.counters;
+    [
+        ("control_rx_frames", cc.rx_frames),
+        ("control_tx_frames", cc.tx_frames),
+        ("control_rx_dropped", cc.rx_dropped),
+        ("control_tx_no_peer", cc.tx_no_peer),
+        ("control_tx_ring_full", ring_full),
+        ("control_tx_nombuf", nombuf),
+        ("control_http_requests", cc.http_requests),
+        ("control_http_ok", cc.http_ok),
+        ("control_http_unavailable", cc.http_unavailable),
+    ]
 }
 
 /// Writes the counters as JSON (total, per worker, xstats, control interface), replacing the

@@ -11,7 +11,6 @@
 
 use crate::intercept::{GwlbIds, Interceptor, WhenFull, Wire};
 use flowdog_core::counters::{CounterSlot, DropCause};
-use flowdog_core::flow::Direction;
 use flowdog_core::{FastPath, Intercepted, Pending, Stage, Verdict};
 use flowdog_dpdk::eal::{prefetch, rdtsc};
 use flowdog_dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
@@ -97,17 +96,10 @@ struct WorkerWire<'a> {
     stats: &'a mut WireStats,
 }
 
-fn opposite(d: Direction) -> Direction {
-    match d {
-        Direction::LoToHi => Direction::HiToLo,
-        Direction::HiToLo => Direction::LoToHi,
-    }
-}
-
 impl Wire for WorkerWire<'_> {
     fn emit(&mut self, slot: u32, to_client: bool, len: usize, fill: &mut dyn FnMut(&mut [u8])) {
         let client_dir = self.fast.table.entry(slot as usize).initiator;
-        let dir = if to_client { opposite(client_dir) } else { client_dir };
+        let dir = if to_client { client_dir.reverse() } else { client_dir };
         let Some(outer) = self.fast.outer(slot as usize, dir) else {
             self.stats.no_header += 1;
             return;

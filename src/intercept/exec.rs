@@ -156,10 +156,6 @@ impl Signal {
         }
     }
 
-    pub fn is_set(&self) -> bool {
-        self.state.borrow().0
-    }
-
     /// Ready once set; otherwise remembers the waker.
     pub fn poll_set(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.state.borrow_mut();

@@ -146,10 +146,6 @@ fn addr(ipv6: bool, a: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn smol(a: IpAddr) -> IpAddress {
-    IpAddress::from(a)
-}
-
 impl Interceptor {
     pub fn new(cfg: InterceptConfig, worker: usize, hook: Rc<dyn Hook>, seed: u64) -> Interceptor {
         let ctx = Rc::new(Ctx { hook, stats: Rc::new(Stats::default()), max_body: cfg.max_body });
@@ -197,7 +193,9 @@ impl Interceptor {
         now: Instant,
     ) -> Result<(), Full> {
         tcp::set_clock(now);
-        clamp_mss(inner, self.cfg.leg.mtu);
+        if v.tcp_flags & tcp_flags::SYN != 0 {
+            clamp_mss(inner, self.cfg.leg.mtu);
+        }
         if v.new {
             if let Some(old) = self.pairs.remove(&v.slot) {
                 self.retire(old);
@@ -212,7 +210,7 @@ impl Interceptor {
             State::Connecting { syn, .. } => {
                 if v.from_client {
                     // A retransmitted SYN replaces the held one; a RST gives up.
-                    let flags = tcp_flags_of(inner);
+                    let flags = v.tcp_flags;
                     if flags & tcp_flags::RST != 0 {
                         let p = self.pairs.remove(&v.slot).expect("present");
                         self.retire(p);
@@ -249,7 +247,7 @@ impl Interceptor {
         ids: GwlbIds,
         now: Instant,
     ) -> Result<(), Full> {
-        let flags = tcp_flags_of(inner);
+        let flags = v.tcp_flags;
         if !v.from_client || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
             self.counters.no_pair += 1;
             return Ok(());
@@ -267,9 +265,12 @@ impl Interceptor {
         self.generation += 1;
         let id = (self.generation << 32) | v.slot as u64;
         let seed = self.seed ^ self.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let client_leg = Leg::new(smol(server.ip()), true, &self.cfg.leg, seed, now);
-        let mut upstream_leg = Leg::new(smol(client.ip()), false, &self.cfg.leg, seed.rotate_left(17), now);
-        if upstream_leg.connect((smol(server.ip()), server.port()), (smol(client.ip()), client.port())).is_err() {
+        let client_leg = Leg::new(IpAddress::from(server.ip()), true, &self.cfg.leg, seed, now);
+        let mut upstream_leg = Leg::new(IpAddress::from(client.ip()), false, &self.cfg.leg, seed.rotate_left(17), now);
+        if upstream_leg
+            .connect((IpAddress::from(server.ip()), server.port()), (IpAddress::from(client.ip()), client.port()))
+            .is_err()
+        {
             self.counters.no_pair += 1;
             return Ok(());
         }
@@ -324,7 +325,7 @@ impl Interceptor {
                     let c = io.legs[0].socket();
                     let server = p.flow.server;
                     // The listen cannot fail: a fresh socket, a non-zero port.
-                    let _ = c.listen((smol(server.ip()), server.port()));
+                    let _ = c.listen((IpAddress::from(server.ip()), server.port()));
                     c.set_timeout(peer_timeout);
                     io.legs[0].poll(now, Some(&syn), &mut sink);
                     drop(io);
@@ -533,10 +534,6 @@ fn clamp_mss(packet: &mut [u8], leg_mtu: usize) {
     let ck = o.l4 + 16;
     let sum = u16::from_be_bytes([packet[ck], packet[ck + 1]]);
     packet[ck..ck + 2].copy_from_slice(&flowdog_wire::checksum::update16(sum, old, new).to_be_bytes());
-}
-
-fn tcp_flags_of(packet: &[u8]) -> u8 {
-    summarize(packet).map_or(0, |s| s.tcp_flags)
 }
 
 #[cfg(test)]

@@ -178,10 +178,6 @@ impl Leg {
         self.sockets.get_mut::<tcp::Socket>(self.handle)
     }
 
-    pub fn socket_ref(&self) -> &tcp::Socket<'static> {
-        self.sockets.get::<tcp::Socket>(self.handle)
-    }
-
     /// Starts the upstream connection from `local` to `remote`.
     pub fn connect(&mut self, remote: (IpAddress, u16), local: (IpAddress, u16)) -> Result<(), tcp::ConnectError> {
         let s = self.sockets.get_mut::<tcp::Socket>(self.handle);

@@ -58,6 +58,8 @@ pub struct Intercepted {
     /// The inner IP packet: offset in the frame and length.
     pub inner_off: u16,
     pub inner_len: u16,
+    /// The TCP segment's flags (already parsed here; the pair need not parse again).
+    pub tcp_flags: u8,
 }
 
 /// Longest outer header [`FastPath::outer`] makes.
@@ -490,6 +492,7 @@ impl FastPath {
                     new,
                     inner_off: (geneve_off + geneve_len) as u16,
                     inner_len: p.total_len,
+                    tcp_flags: p.tcp_flags,
                 }))
             }
             Action::Drop { reset } => {
@@ -971,7 +974,7 @@ mod tests {
         assert_eq!(p.counters.intercept, 2);
         // The outer headers for the appliance's own packets towards the client: the Geneve header
         // GWLB sent that way, addressed back to GWLB, lengths and checksum for the inner packet.
-        let to_client = opposite(p.table.entry(v.slot as usize).initiator);
+        let to_client = p.table.entry(v.slot as usize).initiator.reverse();
         let o = p.outer(v.slot as usize, to_client).expect("GWLB sent that way");
         assert_eq!(o.len(), 82);
         let mut f = [0u8; 122];
@@ -1014,13 +1017,6 @@ mod tests {
         assert_eq!(p.counters.intercept_over_limit, 1);
         let (mut b, n) = tcp(true, 40002, tcp_flags::SYN);
         assert!(matches!(p.handle(&mut b[..n], 6, false), Verdict::TransmitLen(_)), "refused from now on");
-    }
-
-    fn opposite(d: Direction) -> Direction {
-        match d {
-            Direction::LoToHi => Direction::HiToLo,
-            Direction::HiToLo => Direction::LoToHi,
-        }
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub enum Direction {
     HiToLo = 1,
 }
 
+impl Direction {
+    /// The other way.
+    #[inline(always)]
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::LoToHi => Direction::HiToLo,
+            Direction::HiToLo => Direction::LoToHi,
+        }
+    }
+}
+
 impl FlowKey {
     /// The key of the flow `s` belongs to, and the direction of `s` within it.
     #[inline(always)]
