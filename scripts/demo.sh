@@ -5,8 +5,10 @@
 #   scripts/lab.sh up          namespaces: client, server (nginx HTTP/HTTPS, iperf3, echo), gw, a1
 #   flowdog run  (in a1)       the appliance: DPDK net_af_packet on the veth dp0, --no-pci
 #   flowdog gwlb (in gw)       the GWLB: Geneve to the appliance, health checks, strict returns
-#   curl, ping, UDP            from the client namespace, through all of it; port 8080 intercepted:
-#                              the appliance terminates TCP and rewrites the HTTP exchange
+#   curl, ping, UDP            from the client namespace, through all of it; ports 8080 and 443
+#                              intercepted: the appliance terminates TCP (and TLS, with leaves it
+#                              mints from a root made by `flowdog ca init`) and rewrites the HTTP
+#                              exchange; sts.lab.test is excluded from decryption by SNI
 #
 # It prints what each client saw, then the simulator's and the appliance's counters, and tears
 # everything down. Addresses are from 198.18.0.0/15; nothing routes out. Run as root.
@@ -36,13 +38,21 @@ scripts/lab.sh up --appliances 1 >"$WORK/lab.log" 2>&1 || { cat "$WORK/lab.log";
 source <(scripts/lab.sh env)
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# The root the client trusts for intercepted HTTPS, next to the lab's own CA (nginx's
+# certificates, which the excluded host still shows).
+"$BIN" ca init --out "$WORK/ca" >/dev/null
+cat "$WORK/ca/ca.pem" "$FDLAB_CA" >"$WORK/trust.pem"
+
 {
   scripts/lab.sh appliance-config 1 1
   printf '\n[[policy.rules]]\nname = "no-telnet"\nprotocol = "tcp"\ndst_ports = "23"\naction = "reset"\n'
   # Intercepted: HTTP to the lab's echo server (it answers with the request head it received).
   printf '\n[[policy.rules]]\nname = "inspect"\nprotocol = "tcp"\ndst_ports = "%s"\naction = "intercept"\n' \
     "$FDLAB_HTTPECHO_PORT"
+  printf '\n[[policy.rules]]\nname = "inspect-tls"\nprotocol = "tcp"\ndst_ports = "443"\naction = "intercept"\n'
   printf '\n[intercept]\nlowercase_user_agent_host = "%s"\n' "$FDLAB_HOST_WWW"
+  printf '\n[tls]\nroot_cert = "%s"\nroot_key = "%s"\nupstream_system_roots = false\nupstream_ca_file = "%s"\nexclude_sni = ["%s"]\n' \
+    "$WORK/ca/ca.pem" "$WORK/ca/ca.key" "$FDLAB_UPSTREAM_CA" "$FDLAB_HOST_STS"
 } >"$WORK/appliance.toml"
 
 cat >"$WORK/gwlb.toml" <<TOML
@@ -83,7 +93,7 @@ done
 
 echo "== clients (from $FDLAB_NS_CLIENT, $FDLAB_CLIENT_IP4 / $FDLAB_CLIENT_IP6)"
 show() { printf '  %-58s %s\n' "$1" "$2"; }
-CURL=(curl -sS --max-time 20 --cacert "$FDLAB_CA")
+CURL=(curl -sS --max-time 20 --cacert "$WORK/trust.pem")
 fetch() { # label, curl args...
   local label=$1; shift
   local out
@@ -125,6 +135,17 @@ seen=$(printf '%s\n' "$icpt" | grep -i '^user-agent:' | tr -d '\r' || true)
 added=$(grep -i '^x-flowdog:' "$WORK/icpt.head" 2>/dev/null | tr -d '\r' || true)
 show "curl http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers (intercepted)" "server saw \"${seen:-NOTHING}\""
 show "  (curl sent \"User-Agent: curl/...\")" "client got \"${added:-NO x-flowdog header}\""
+# Intercepted HTTPS: the leaf curl verified was minted by the appliance (issuer: its
+# intermediate), and the response carries the header the rewrite added.
+tls_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -D "$WORK/tls.head" -o /dev/null "https://$FDLAB_HOST_WWW/echo" 2>&1 || true)
+issuer=$(printf '%s\n' "$tls_v" | sed -n 's/^\*  issuer: //p' | head -n 1)
+added=$(grep -i '^x-flowdog:' "$WORK/tls.head" 2>/dev/null | tr -d '\r' || true)
+proto=$(head -n 1 "$WORK/tls.head" 2>/dev/null | tr -d '\r' || true)
+show "curl https://$FDLAB_HOST_WWW/echo (TLS intercepted)" "${proto:-FAILED}, \"${added:-NO x-flowdog header}\""
+show "  leaf certificate issued by" "${issuer:-UNKNOWN}"
+sts_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -o /dev/null "https://$FDLAB_HOST_STS/" 2>&1 || true)
+issuer=$(printf '%s\n' "$sts_v" | sed -n 's/^\*  issuer: //p' | head -n 1)
+show "curl https://$FDLAB_HOST_STS/ (excluded by SNI)" "issuer ${issuer:-UNKNOWN}"
 health=$(in_ns "$FDLAB_NS_GW" curl -sS --max-time 3 -w ' (HTTP %{http_code})' "http://$FDLAB_APP1_IP/healthz" 2>&1 | tr -d '\n')
 show "health check: curl http://$FDLAB_APP1_IP/healthz (from gw)" "$health"
 

@@ -32,6 +32,9 @@ def main():
     print(f"  intercepted: {c['tcp_pairs_created']} TCP connections terminated on both sides, "
           f"{c['http_requests']} HTTP requests proxied through the rewrite "
           f"({c['intercept']} packets into the TCP pairs, {c['tcp_tx_packets']} out)")
+    print(f"  TLS: {c['tls_intercepted']} handshakes intercepted ({c['tls_h2']} HTTP/2 by ALPN), "
+          f"{c['tls_excluded']} relayed untouched (excluded SNI); leaves minted {ctl.get('tls_leaf_minted', 0)}, "
+          f"from the cache {ctl.get('tls_leaf_cache_hits', 0)}")
     print(f"  health checks answered: {ctl.get('control_http_ok', 0)} x 200, "
           f"{ctl.get('control_http_unavailable', 0)} x 503 (ARP replies {c['arp_replies']})")
     drops = {k[5:]: v for k, v in c.items() if k.startswith("drop_") and v}

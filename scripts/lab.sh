@@ -23,6 +23,16 @@
 #   nginx 80 (HTTP/1.1), 443 (TLS, h2 or HTTP/1.1), 8081 (cleartext HTTP/2 with prior
 #         knowledge, h2c: the content of port 80; no HTTP/1.1 there). www serves /index.html,
 #         /echo, /big.bin (20 MiB) and /big100.bin (100 MiB), both random, made at "up".
+#         TLS-only names (443 alone, chosen by SNI) for TLS interception tests, each serving
+#         www's content and /echo over h2 and HTTP/1.1 (they resolve to 198.18.2.10 and
+#         fd00:fd:2::10):
+#           expired.lab.test    signed by the lab CA, valid 2020-01-01..2020-01-02 only
+#           untrusted.lab.test  self-signed (its own issuer, FDLAB_UNTRUSTED_CA), not the lab CA
+#           bank.lab.test       signed by the lab CA, its own subject (CN=bank.lab.test, O=lab
+#                               bank): the host a test keeps out of decryption
+#           h1.lab.test .. h8.lab.test  one lab-CA certificate listing all eight (for h2load)
+#         Everything else (www, img, sts and the server's IP addresses) has one lab-CA
+#         certificate; the lab CA is $FDLAB_STATE/ca.pem (FDLAB_CA, FDLAB_UPSTREAM_CA).
 #   iperf3 5201; UDP and TCP echo on port 7 (echo.py).
 #   scripts/lab_httpecho.py (copied to the state dir):
 #     8080  a strict HTTP/1.1 server that parses requests itself: GET /headers answers the
@@ -66,6 +76,12 @@ MAX_APPS=4
 MTU=9001 EDGE_MTU=1500 TUN_MTU=9000
 GW_BR_MAC=02:fd:00:00:ff:01
 HOSTS_WWW=www.lab.test HOSTS_IMG=img.lab.test HOSTS_STS=sts.lab.test
+# TLS-only upstreams (port 443) for interception tests; see the header.
+HOSTS_EXPIRED=expired.lab.test HOSTS_UNTRUSTED=untrusted.lab.test HOSTS_BANK=bank.lab.test
+HOSTS_MANY=(h1.lab.test h2.lab.test h3.lab.test h4.lab.test h5.lab.test h6.lab.test h7.lab.test
+  h8.lab.test)
+# The expired certificate's validity (openssl ca -startdate/-enddate, UTCTime).
+EXPIRED_FROM=200101000000Z EXPIRED_UNTIL=200102000000Z
 BIG_SIZE=$((20 * 1024 * 1024)) BIG100_SIZE=$((100 * 1024 * 1024))
 ECHO_PORT=7 IPERF_PORT=5201 HTTPECHO_PORT=8080 H2C_PORT=8081 WS_PORT=8765
 # Nothing may listen on CLOSED_PORT in the server namespace (checked at "up").
@@ -193,6 +209,8 @@ write_hosts() {
 fd00:fd:2::10	$HOSTS_WWW
 198.18.2.11	$HOSTS_IMG
 198.18.2.12	$HOSTS_STS
+198.18.2.10	$HOSTS_EXPIRED $HOSTS_UNTRUSTED $HOSTS_BANK ${HOSTS_MANY[*]}
+fd00:fd:2::10	$HOSTS_EXPIRED $HOSTS_UNTRUSTED $HOSTS_BANK ${HOSTS_MANY[*]}
 EOF
   done
 }
@@ -351,7 +369,80 @@ EOF
   openssl x509 -req -in "$d/server.csr" -CA "$STATE/ca.pem" -CAkey "$d/ca.key" \
     -set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$d/server.ext" \
     -out "$d/server.pem" 2>/dev/null
-  chmod 600 "$d/ca.key" "$d/server.key"
+
+  # bank.lab.test and h1..h8.lab.test: lab-CA certificates of their own.
+  lab_leaf bank "/O=lab bank/CN=$HOSTS_BANK" "DNS:$HOSTS_BANK"
+  local h sans=
+  for h in "${HOSTS_MANY[@]}"; do sans+=${sans:+,}DNS:$h; done
+  lab_leaf many "/O=flowdog lab/CN=${HOSTS_MANY[0]}" "$sans"
+
+  # expired.lab.test: "openssl x509 -req" of OpenSSL 3.0 cannot set notBefore, "openssl ca" can.
+  local e=$d/expired-ca
+  mkdir -p "$e"
+  : >"$e/index.txt"
+  openssl rand -hex 8 >"$e/serial"
+  cat >"$e/ca.cnf" <<EOF
+[ca]
+default_ca = lab
+[lab]
+database = $e/index.txt
+new_certs_dir = $e
+serial = $e/serial
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+organizationName = optional
+commonName = supplied
+EOF
+  leaf_ext "DNS:$HOSTS_EXPIRED" >"$d/expired.ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/expired.key" -out "$d/expired.csr" -subj "/O=flowdog lab/CN=$HOSTS_EXPIRED" 2>/dev/null
+  openssl ca -batch -notext -preserveDN -config "$e/ca.cnf" -cert "$STATE/ca.pem" \
+    -keyfile "$d/ca.key" -startdate "$EXPIRED_FROM" -enddate "$EXPIRED_UNTIL" \
+    -extfile "$d/expired.ext" -in "$d/expired.csr" -out "$d/expired.pem" >/dev/null 2>&1 \
+    || die "openssl ca (expired certificate) failed"
+
+  # untrusted.lab.test: self-signed (issuer = subject, CA:FALSE: a leaf that is its own trust
+  # anchor for whoever trusts exactly this PEM), nothing to do with the lab CA.
+  {
+    printf '[req]\ndistinguished_name = dn\nx509_extensions = leaf\nprompt = no\n[dn]\n[leaf]\n'
+    leaf_ext "DNS:$HOSTS_UNTRUSTED" | grep -v '^authorityKeyIdentifier'
+  } >"$d/untrusted.cnf"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/untrusted.key" -out "$STATE/untrusted.pem" -days 30 -config "$d/untrusted.cnf" \
+    -subj "/O=untrusted lab/CN=$HOSTS_UNTRUSTED" -set_serial "0x$(openssl rand -hex 8)" 2>/dev/null \
+    || die "openssl req -x509 (untrusted certificate) failed"
+
+  local f
+  for f in "$d/server.pem" "$d/bank.pem" "$d/many.pem" "$d/expired.pem" "$STATE/untrusted.pem"; do
+    [ -s "$f" ] || die "no certificate $f"
+  done
+  chmod 600 "$d"/*.key
+}
+
+# leaf_ext SANS: the X.509v3 extensions of a TLS server certificate.
+leaf_ext() {
+  cat <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid,issuer
+subjectAltName=$1
+EOF
+}
+
+# lab_leaf NAME SUBJECT SANS: $STATE/tls/NAME.{key,pem}, signed by the lab CA for 30 days.
+lab_leaf() {
+  local d=$STATE/tls name=$1
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/$name.key" -out "$d/$name.csr" -subj "$2" 2>/dev/null
+  leaf_ext "$3" >"$d/$name.ext"
+  openssl x509 -req -in "$d/$name.csr" -CA "$STATE/ca.pem" -CAkey "$d/ca.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$d/$name.ext" \
+    -out "$d/$name.pem" 2>/dev/null || die "openssl x509 -req ($name certificate) failed"
 }
 
 write_nginx_conf() {
@@ -362,6 +453,15 @@ write_nginx_conf() {
   # without "ssl" is cleartext HTTP/2 with prior knowledge (h2c, no Upgrade from HTTP/1.1).
   local l80='listen 80; listen [::]:80;' l443='listen 443 ssl http2; listen [::]:443 ssl http2;'
   local l8081="listen $H2C_PORT http2; listen [::]:$H2C_PORT http2;"
+  # www's content, also served by the TLS-only hosts. /echo: who the server saw (the client's
+  # address must survive the GWLB and the appliance).
+  local www="root $STATE/www;
+        index index.html;
+        location = /echo {
+            default_type text/plain;
+            return 200 \"method=\$request_method uri=\$request_uri host=\$host remote=\$remote_addr:\$remote_port proto=\$server_protocol https=\$https\\n\";
+        }"
+  local tls=$STATE/tls
   cat >"$d/nginx.conf" <<EOF
 # flowdog lab $P (scripts/lab.sh): nginx in $NS_S. Nothing here comes from /etc/nginx.
 user $user;
@@ -409,13 +509,42 @@ http {
     server {
         $l80 $l443 $l8081
         server_name $HOSTS_WWW 198.18.2.10 [fd00:fd:2::10];
-        root $STATE/www;
-        index index.html;
-        # Who the server saw (the client's address must survive the GWLB and the appliance).
-        location = /echo {
-            default_type text/plain;
-            return 200 "method=\$request_method uri=\$request_uri host=\$host remote=\$remote_addr:\$remote_port proto=\$server_protocol https=\$https\n";
-        }
+        $www
+    }
+
+    # TLS-only upstreams for interception tests, chosen by SNI (see scripts/lab.sh's header).
+    server {
+        $l443
+        server_name $HOSTS_EXPIRED;
+        ssl_certificate $tls/expired.pem;
+        ssl_certificate_key $tls/expired.key;
+        $www
+    }
+
+    server {
+        $l443
+        server_name $HOSTS_UNTRUSTED;
+        ssl_certificate $STATE/untrusted.pem;
+        ssl_certificate_key $tls/untrusted.key;
+        $www
+    }
+
+    server {
+        $l443
+        server_name $HOSTS_BANK;
+        ssl_certificate $tls/bank.pem;
+        ssl_certificate_key $tls/bank.key;
+        $www
+    }
+
+    # Many names on one certificate, for h2load; long keep-alive connections.
+    server {
+        $l443
+        server_name ${HOSTS_MANY[*]};
+        ssl_certificate $tls/many.pem;
+        ssl_certificate_key $tls/many.key;
+        keepalive_requests 1000000;
+        $www
     }
 
     server {
@@ -545,6 +674,23 @@ start_services() {
   wait_for 10 "nginx (http)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 "http://$HOSTS_WWW/"
   wait_for 10 "nginx (https)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 --cacert "$STATE/ca.pem" \
     "https://$HOSTS_WWW/"
+  local h
+  for h in "$HOSTS_BANK" "${HOSTS_MANY[@]}"; do
+    wait_for 10 "nginx (https $h)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 \
+      --cacert "$STATE/ca.pem" "https://$h/"
+  done
+  for h in "$HOSTS_EXPIRED" "$HOSTS_UNTRUSTED"; do
+    wait_for 10 "nginx (https $h)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 -k \
+      "https://$h/"
+  done
+  # What the interception tests rely on: these two fail verification with the lab CA.
+  for h in "$HOSTS_EXPIRED" "$HOSTS_UNTRUSTED"; do
+    if nsx "$NS_S" curl -sS -o /dev/null --max-time 2 --cacert "$STATE/ca.pem" "https://$h/" 2>/dev/null; then
+      die "https://$h/ verified with the lab CA, which it must not"
+    fi
+  done
+  nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 --cacert "$STATE/untrusted.pem" \
+    "https://$HOSTS_UNTRUSTED/" || die "https://$HOSTS_UNTRUSTED/ did not verify with $STATE/untrusted.pem"
   wait_for 10 "iperf3" alive "$NS_S" "$STATE/iperf3.pid"
   wait_for 10 "iperf3 listening" sh -c "ip netns exec '$NS_S' ss -Hltn 'sport = :$IPERF_PORT' | grep -q ."
   wait_for 10 "the echo server (see $STATE/echo.log)" alive "$NS_S" "$STATE/echo.pid"
@@ -593,6 +739,12 @@ write_env() {
     echo "FDLAB_HOST_WWW=$HOSTS_WWW"
     echo "FDLAB_HOST_IMG=$HOSTS_IMG"
     echo "FDLAB_HOST_STS=$HOSTS_STS"
+    echo "FDLAB_HOST_EXPIRED=$HOSTS_EXPIRED"
+    echo "FDLAB_HOST_UNTRUSTED=$HOSTS_UNTRUSTED"
+    echo "FDLAB_HOST_BANK=$HOSTS_BANK"
+    echo "FDLAB_HOSTS_MANY=\"${HOSTS_MANY[*]}\""
+    echo "FDLAB_UPSTREAM_CA=$STATE/ca.pem"
+    echo "FDLAB_UNTRUSTED_CA=$STATE/untrusted.pem"
     echo "FDLAB_BIG_URL_PATH=/big.bin"
     echo "FDLAB_BIG_SIZE=$BIG_SIZE"
     echo "FDLAB_BIG_SHA256=$(cat "$STATE/big.bin.sha256")"

@@ -7,7 +7,8 @@ APT_PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential ipro
           tshark tcpdump python3-pip procps
           nginx iperf3 nghttp2-client curl openssl ethtool
           python3-websockets)  # the lab's WebSocket echo server (scripts/lab_httpecho.py)
-PIP_PKGS=("scapy==2.6.1" "pytest==8.3.4")
+PIP_PKGS=("scapy==2.6.1" "pytest==8.3.4"
+          "moto[server]==5.2.5")  # the KMS emulator of tests/e2e/test_ca_kms.py and src/tls/root.rs
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup.sh: run as root (apt-get, network namespaces, DPDK)" >&2
@@ -44,7 +45,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! python3 -c 'import scapy, pytest' 2>/dev/null; then
+if ! python3 -c 'import scapy, pytest, moto.server' 2>/dev/null; then  # moto.server: the [server] extra
   echo "setup.sh: pip install ${PIP_PKGS[*]}"
   python3 -m pip install -q --root-user-action=ignore "${PIP_PKGS[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${PIP_PKGS[@]}"

@@ -20,7 +20,7 @@ echo "== end to end on DPDK (net_af_packet in namespaces)"
 python3 -m pytest -q tests/e2e
 
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-for target in frame fastpath websocket; do
+for target in frame fastpath websocket clienthello; do
   echo "== fuzz: $target, ${FUZZ_SECONDS:-10} s"
   (cd crates/wire/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
      -max_total_time="${FUZZ_SECONDS:-10}" -max_len=9216 2>&1 | grep -E "^Done|ERROR|panicked" )

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use flowdog_core::policy::{self, Action, Cidr, PortRange, Rule};
 use serde::Deserialize;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,151 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub intercept: InterceptSection,
+    /// TLS interception; without it (no `root_cert`), intercepted TLS flows are relayed untouched.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// TLS interception: the root CA, the minter, upstream verification, exclusions, the key log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The root CA's certificate (`flowdog ca init`); unset: no TLS interception.
+    pub root_cert: Option<PathBuf>,
+    /// The root's key file (development), or ...
+    pub root_key: Option<PathBuf>,
+    /// ... its KMS key (ARN, id or alias): the key never leaves KMS.
+    pub root_kms_key_id: Option<String>,
+    /// KMS's endpoint, for a VPC endpoint or an emulator; and its region.
+    pub kms_endpoint_url: Option<String>,
+    pub kms_region: Option<String>,
+    /// Lifetime of the ephemeral intermediate CA (renewed when a third is left).
+    #[serde(default = "default_intermediate_hours")]
+    pub intermediate_lifetime_hours: u64,
+    /// Leaf certificates cached at most, leaf keys kept ready, requests waiting at most.
+    #[serde(default = "default_leaf_cache")]
+    pub leaf_cache_size: usize,
+    #[serde(default = "default_key_pool")]
+    pub key_pool_size: usize,
+    #[serde(default = "default_mint_queue")]
+    pub mint_queue: usize,
+    /// Upstream certificates are verified against the system's roots (the Debian or Amazon
+    /// Linux bundle) and/or the PEM bundle in `upstream_ca_file`.
+    #[serde(default = "default_true")]
+    pub upstream_system_roots: bool,
+    pub upstream_ca_file: Option<PathBuf>,
+    /// An upstream certificate that fails verification: "alert" (a fatal TLS alert to the
+    /// client) or "502" (a page saying why).
+    #[serde(default = "default_on_untrusted")]
+    pub on_untrusted_upstream: String,
+    /// SNI patterns never decrypted ("name" or "*.name"): relayed untouched after the ClientHello.
+    #[serde(default)]
+    pub exclude_sni: Vec<String>,
+    /// Session secrets of both legs, in NSS key log format (off by default; mode 0600).
+    pub keylog_file: Option<PathBuf>,
+    /// The largest ClientHello accepted.
+    #[serde(default = "default_max_hello")]
+    pub max_client_hello_bytes: usize,
+}
+
+fn default_intermediate_hours() -> u64 {
+    24
+}
+fn default_leaf_cache() -> usize {
+    10_000
+}
+fn default_key_pool() -> usize {
+    16
+}
+fn default_mint_queue() -> usize {
+    1024
+}
+fn default_on_untrusted() -> String {
+    "alert".into()
+}
+fn default_max_hello() -> usize {
+    16 * 1024
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            root_cert: None,
+            root_key: None,
+            root_kms_key_id: None,
+            kms_endpoint_url: None,
+            kms_region: None,
+            intermediate_lifetime_hours: default_intermediate_hours(),
+            leaf_cache_size: default_leaf_cache(),
+            key_pool_size: default_key_pool(),
+            mint_queue: default_mint_queue(),
+            upstream_system_roots: true,
+            upstream_ca_file: None,
+            on_untrusted_upstream: default_on_untrusted(),
+            exclude_sni: Vec::new(),
+            keylog_file: None,
+            max_client_hello_bytes: default_max_hello(),
+        }
+    }
+}
+
+impl TlsSection {
+    fn check(&self) -> Result<()> {
+        let set = self.root_cert.is_some();
+        if !set {
+            if self.root_key.is_some() || self.root_kms_key_id.is_some() {
+                bail!("tls.root_cert: missing (root_key or root_kms_key_id needs the root's certificate)");
+            }
+            return Ok(());
+        }
+        match (&self.root_key, &self.root_kms_key_id) {
+            (Some(_), Some(_)) => bail!("tls.root_key and tls.root_kms_key_id: set one, not both"),
+            (None, None) => bail!("tls.root_key or tls.root_kms_key_id: the root's key is needed"),
+            _ => {}
+        }
+        if !(1..=24 * 365).contains(&self.intermediate_lifetime_hours) {
+            bail!("tls.intermediate_lifetime_hours: {} is outside 1..=8760", self.intermediate_lifetime_hours);
+        }
+        if self.leaf_cache_size == 0 || self.mint_queue == 0 {
+            bail!("tls.leaf_cache_size and tls.mint_queue must be positive");
+        }
+        if self.key_pool_size > 4096 {
+            bail!("tls.key_pool_size: {} is over 4096", self.key_pool_size);
+        }
+        if self.on_untrusted_upstream != "alert" && self.on_untrusted_upstream != "502" {
+            bail!("tls.on_untrusted_upstream: {:?} is not \"alert\" or \"502\"", self.on_untrusted_upstream);
+        }
+        if !self.upstream_system_roots && self.upstream_ca_file.is_none() {
+            bail!("tls.upstream_ca_file: needed when upstream_system_roots = false (nothing would verify)");
+        }
+        for (i, p) in self.exclude_sni.iter().enumerate() {
+            crate::intercept::tls::SniPattern::parse(p).map_err(|e| anyhow!("tls.exclude_sni[{i}]: {e}"))?;
+        }
+        if !(512..=256 * 1024).contains(&self.max_client_hello_bytes) {
+            bail!("tls.max_client_hello_bytes: {} is outside 512..=262144", self.max_client_hello_bytes);
+        }
+        Ok(())
+    }
+
+    /// Where the root comes from, when TLS interception is on.
+    pub fn root_source(&self) -> Option<crate::tls::root::RootSource> {
+        Some(crate::tls::root::RootSource {
+            cert: self.root_cert.clone()?,
+            key: self.root_key.clone(),
+            kms_key_id: self.root_kms_key_id.clone(),
+            kms_endpoint_url: self.kms_endpoint_url.clone(),
+            kms_region: self.kms_region.clone(),
+        })
+    }
+
+    pub fn mint_config(&self) -> crate::tls::mint::MintConfig {
+        crate::tls::mint::MintConfig {
+            intermediate_lifetime: time::Duration::hours(self.intermediate_lifetime_hours as i64),
+            cache_size: self.leaf_cache_size,
+            key_pool: self.key_pool_size,
+            queue: self.mint_queue,
+        }
+    }
 }
 
 /// Interception: the TCP pairs of the flows that policy marks `intercept`, and the HTTP proxy
@@ -420,6 +565,7 @@ impl Config {
         if i.connect_timeout_secs == 0 || i.peer_timeout_secs == 0 {
             bail!("intercept.connect_timeout_secs and intercept.peer_timeout_secs must be positive");
         }
+        self.tls.check()?;
         self.policy()?;
         if !self.production && !self.eal.args.iter().any(|a| a == "--no-pci") {
             bail!(

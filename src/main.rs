@@ -61,10 +61,21 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum CaCmd {
-    /// Make a local root CA for development: DIR/ca.key (mode 0600) and DIR/ca.pem.
+    /// Make the root CA: a local one for development (DIR/ca.key, mode 0600, and DIR/ca.pem), or
+    /// with --kms-key-id one whose key stays in AWS KMS (DIR/ca.pem only).
     Init {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// The root's key: a KMS asymmetric SIGN_VERIFY key (ECC_NIST_P256 or RSA_2048/3072/4096).
+        /// Needs kms:GetPublicKey and kms:Sign; credentials come from the default AWS chain.
+        #[arg(long, value_name = "ARN")]
+        kms_key_id: Option<String>,
+        /// Reach KMS at URL instead of AWS's endpoint (an emulator, a VPC endpoint).
+        #[arg(long, value_name = "URL", requires = "kms_key_id")]
+        kms_endpoint_url: Option<String>,
+        /// The KMS region (default: the key ARN's, else AWS_REGION or the profile's).
+        #[arg(long, value_name = "REGION", requires = "kms_key_id")]
+        kms_region: Option<String>,
         /// The root's common name.
         #[arg(long, default_value = "flowdog root CA")]
         common_name: String,
@@ -121,15 +132,28 @@ fn main() -> Result<()> {
         Cmd::Gwlb { config, stats, duration, counters_out, pcap } => {
             flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out, pcap })
         }
-        Cmd::Ca(CaCmd::Init { out, common_name, days, force }) => {
-            use flowdog::tls::ca;
-            let files = ca::init_local(&out, &ca::RootSpec { common_name, valid_days: days }, force)?;
+        Cmd::Ca(CaCmd::Init { out, kms_key_id, kms_endpoint_url, kms_region, common_name, days, force }) => {
+            use flowdog::tls::{ca, kms::KmsKey};
+            let spec = ca::RootSpec { common_name, valid_days: days };
+            if let Some(id) = kms_key_id {
+                let key = KmsKey::connect(&id, kms_endpoint_url.as_deref(), kms_region.as_deref())?;
+                let cert = ca::init_kms(&out, &spec, &key, force)?;
+                println!(
+                    "flowdog ca init: root key in KMS {} ({}), certificate {}",
+                    key.key_id(),
+                    key.spec(),
+                    cert.display()
+                );
+                println!("{}", ca::trust_instructions(&cert, Some(key.key_id())));
+                return Ok(());
+            }
+            let files = ca::init_local(&out, &spec, force)?;
             println!(
                 "flowdog ca init: root key {} (mode 0600), certificate {}",
                 files.key.display(),
                 files.cert.display()
             );
-            println!("{}", ca::trust_instructions(&files.cert));
+            println!("{}", ca::trust_instructions(&files.cert, None));
             Ok(())
         }
         Cmd::CheckConfig { config } => {

@@ -4,6 +4,7 @@
 use crate::config::{parse_hex, parse_mac, Config};
 use crate::control::{ControlIf, Health};
 use crate::intercept::hook::{host_only, Builtin};
+use crate::intercept::tls::TlsCtx;
 use crate::intercept::Interceptor;
 use crate::worker::{ControlLink, Timers, Worker};
 use anyhow::{anyhow, bail, Context, Result};
@@ -39,6 +40,16 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let cfg = Config::load(&opts.config)?;
     let origin = opts.config.display().to_string();
     let policy = cfg.policy()?;
+    // TLS first: a root that cannot sign (a wrong key file, KMS unreachable) stops the start
+    // before DPDK takes anything.
+    let tls = crate::tls::start(&cfg.tls).with_context(|| format!("{origin}: [tls]"))?;
+    if let Some(t) = &tls {
+        eprintln!(
+            "flowdog: tls: interception on: root \"{}\", intermediate until Unix time {}",
+            t.root_subject,
+            t.mint_stats.intermediate_not_after.load(Ordering::Relaxed)
+        );
+    }
     let args = cfg.eal_args();
     eprintln!("flowdog: EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).context("starting DPDK's EAL")?;
@@ -155,7 +166,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let builtin =
             Builtin { lowercase_user_agent_host: cfg.intercept.lowercase_user_agent_host.as_deref().map(host_only) };
         let seed = rdtsc() ^ ((i as u64) << 56);
-        eal.launch(lcores[i], move || w.run(|| Interceptor::new(icfg, i, Rc::new(builtin), seed)))?;
+        let tls_ctx = match &tls {
+            Some(t) => Some(TlsCtx::new(t.shared.clone()).context("the workers' TLS session state")?),
+            None => None,
+        };
+        eal.launch(lcores[i], move || w.run(|| Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed)))?;
     }
     println!(
         "flowdog: ready: {n} worker(s) on CPUs {:?}, port {} ({}), appliance {} / {}, {} flows per worker",
@@ -220,7 +235,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         if let Some(path) = &opts.counters_out {
             if last_counters.elapsed() >= Duration::from_secs(1) {
                 last_counters = Instant::now();
-                let named = control_named(&control, control_tx.full, control_nombuf);
+                let named = control_named(&control, control_tx.full, control_nombuf, tls.as_ref());
                 write_counters(path, &slots, port.xstats().unwrap_or_default(), &named)?;
             }
         }
@@ -238,13 +253,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let pstats = port.stats().ok();
     let xstats = port.xstats().unwrap_or_default();
     println!("flowdog: stopped after {:.1}s; final counters:", start.elapsed().as_secs_f64());
-    let control_named = control_named(&control, control_tx.full, control_nombuf);
+    let control_named = control_named(&control, control_tx.full, control_nombuf, tls.as_ref());
     for (name, v) in total.named() {
         if v != 0 || !name.starts_with("drop_") {
             println!("  {name:<28} {v}");
         }
     }
-    for (name, v) in control_named {
+    for &(name, v) in &control_named {
         if v != 0 {
             println!("  {name:<28} {v}");
         }
@@ -262,6 +277,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     if let Some(path) = &opts.counters_out {
         write_counters(path, &slots, xstats, &control_named)?;
+    }
+    // The workers are gone: the minter and the event writer see their last sender go and end.
+    if let Some(t) = tls {
+        drop(t.shared);
+        for h in t.threads {
+            let _ = h.join();
+        }
     }
     // Every DPDK object goes before the EAL does (rings and mbufs freed after rte_eal_cleanup crash).
     drop(control_tx);
@@ -281,10 +303,16 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The control interface's counters with their names, and the two of its transmit path.
-fn control_named(control: &ControlIf, ring_full: u64, nombuf: u64) -> [(&'static str, u64); 9] {
+/// The control plane's counters with their names: the control interface's, the two of its
+/// transmit path, and the TLS minter's.
+fn control_named(
+    control: &ControlIf,
+    ring_full: u64,
+    nombuf: u64,
+    tls: Option<&crate::tls::TlsRuntime>,
+) -> Vec<(&'static str, u64)> {
     let cc = control.counters;
-    [
+    let mut v = vec![
         ("control_rx_frames", cc.rx_frames),
         ("control_tx_frames", cc.tx_frames),
         ("control_rx_dropped", cc.rx_dropped),
@@ -294,7 +322,12 @@ fn control_named(control: &ControlIf, ring_full: u64, nombuf: u64) -> [(&'static
         ("control_http_requests", cc.http_requests),
         ("control_http_ok", cc.http_ok),
         ("control_http_unavailable", cc.http_unavailable),
-    ]
+    ];
+    if let Some(t) = tls {
+        v.extend(t.mint_stats.named());
+        v.push(("tls_events_dropped", t.events_dropped.load(Ordering::Relaxed)));
+    }
+    v
 }
 
 /// Writes the counters as JSON (total, per worker, xstats, control interface), replacing the

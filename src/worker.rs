@@ -360,6 +360,16 @@ impl Worker {
         c.ws_connections = h.ws_connections.get();
         c.ws_messages = h.ws_messages.get();
         c.ws_errors = h.ws_errors.get();
+        c.tls_intercepted = h.tls_intercepted.get();
+        c.tls_h2 = h.tls_h2.get();
+        c.tls_excluded = h.tls_excluded.get();
+        c.tls_no_ca = h.tls_no_ca.get();
+        c.tls_bad_client_hello = h.tls_bad_client_hello.get();
+        c.tls_client_gone = h.tls_client_gone.get();
+        c.tls_client_failed = h.tls_client_failed.get();
+        c.tls_upstream_rejected = h.tls_upstream_rejected.get();
+        c.tls_upstream_failed = h.tls_upstream_failed.get();
+        c.tls_mint_failed = h.tls_mint_failed.get();
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =

@@ -284,7 +284,7 @@ impl Net {
         let host = "www.example";
         let section = InterceptSection { lowercase_user_agent_host: Some(host.into()), ..Default::default() };
         let hook = Builtin { lowercase_user_agent_host: Some(host.into()) };
-        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), 42);
+        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), None, 42);
         Net {
             client: Peer::new("client", client, CLIENT, 1, now),
             server: Peer::new("server", server, SERVER, 2, now),

@@ -156,8 +156,8 @@ fn a_million_packets_through_two_workers_allocate_nothing() {
     );
 
     let icfg = flowdog::config::InterceptSection::default().settings(2176, 350);
-    let mut i0 = Interceptor::new(icfg.clone(), 0, Rc::new(Builtin::default()), 1);
-    let mut i1 = Interceptor::new(icfg, 1, Rc::new(Builtin::default()), 2);
+    let mut i0 = Interceptor::new(icfg.clone(), 0, Rc::new(Builtin::default()), None, 1);
+    let mut i1 = Interceptor::new(icfg, 1, Rc::new(Builtin::default()), None, 2);
 
     // 32 flows (one burst: the ring port loops its transmit queue back to its receive queue,
     // so no more may be in flight than a worker takes in one poll), TCP and UDP, IPv4 and IPv6.

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod hook;
 pub mod proxy;
 pub mod tcp;
+pub mod tls;
 pub mod ws;
 
 use self::exec::Executor;
@@ -147,8 +148,15 @@ fn addr(ipv6: bool, a: &[u8; 16]) -> IpAddr {
 }
 
 impl Interceptor {
-    pub fn new(cfg: InterceptConfig, worker: usize, hook: Rc<dyn Hook>, seed: u64) -> Interceptor {
-        let ctx = Rc::new(Ctx { hook, stats: Rc::new(Stats::default()), max_body: cfg.max_body });
+    /// `tls`: TLS interception (None: intercepted TLS flows are relayed untouched).
+    pub fn new(
+        cfg: InterceptConfig,
+        worker: usize,
+        hook: Rc<dyn Hook>,
+        tls: Option<tls::TlsCtx>,
+        seed: u64,
+    ) -> Interceptor {
+        let ctx = Rc::new(Ctx { hook, stats: Rc::new(Stats::default()), max_body: cfg.max_body, tls });
         Interceptor {
             pairs: HashMap::with_capacity(cfg.max_flows),
             cfg,

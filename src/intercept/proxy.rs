@@ -13,6 +13,7 @@
 use super::exec::{spawn, LocalExec, Signal};
 use super::hook::{request_host, Decision, FlowInfo, Hook, LocalResponse, RequestInfo};
 use super::tcp::{LegStream, PairIo, Side};
+use super::tls::TlsCtx;
 use super::ws;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -43,6 +44,16 @@ pub struct Stats {
     pub ws_connections: Cell<u64>,
     pub ws_messages: Cell<u64>,
     pub ws_errors: Cell<u64>,
+    pub tls_intercepted: Cell<u64>,
+    pub tls_h2: Cell<u64>,
+    pub tls_excluded: Cell<u64>,
+    pub tls_no_ca: Cell<u64>,
+    pub tls_bad_client_hello: Cell<u64>,
+    pub tls_client_gone: Cell<u64>,
+    pub tls_client_failed: Cell<u64>,
+    pub tls_upstream_rejected: Cell<u64>,
+    pub tls_upstream_failed: Cell<u64>,
+    pub tls_mint_failed: Cell<u64>,
 }
 
 pub fn bump(c: &Cell<u64>) {
@@ -55,17 +66,31 @@ pub struct Ctx {
     pub stats: Rc<Stats>,
     /// Largest body collected whole for the hook.
     pub max_body: usize,
+    /// TLS interception; None without a CA (TLS flows are then relayed untouched).
+    pub tls: Option<TlsCtx>,
+}
+
+/// A byte stream the proxy runs over: a leg, or TLS over a leg. Clones share the stream (the
+/// relay's two directions); `abort` resets the leg underneath.
+pub trait Io: hyper::rt::Read + hyper::rt::Write + Unpin + Clone + 'static {
+    fn abort(&self);
+}
+
+impl Io for LegStream {
+    fn abort(&self) {
+        LegStream::abort(self)
+    }
 }
 
 /// One intercepted connection.
-struct Conn {
-    ctx: Rc<Ctx>,
-    flow: FlowInfo,
+pub struct Conn {
+    pub ctx: Rc<Ctx>,
+    pub flow: FlowInfo,
     /// The connection switched to WebSocket (a 101 answering `Upgrade: websocket`).
     websocket: Cell<bool>,
 }
 
-fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
 }
 
@@ -115,10 +140,21 @@ impl Upstream {
 pub async fn proxy(pair: Rc<RefCell<PairIo>>, ctx: Rc<Ctx>, flow: FlowInfo) {
     let client = LegStream::new(pair.clone(), Side::Client);
     let upstream = LegStream::new(pair.clone(), Side::Upstream);
-    let head = poll_fn(|cx| client.poll_peek(cx, H2_PREFACE.len(), |d| !H2_PREFACE.starts_with(d))).await;
+    // Three bytes tell a TLS record from HTTP; the HTTP/2 preface needs its whole length.
+    let head = poll_fn(|cx| {
+        client.poll_peek(cx, H2_PREFACE.len(), |d| {
+            flowdog_wire::tls::looks_like_tls(d).is_some() && !H2_PREFACE.starts_with(d)
+        })
+    })
+    .await;
     let conn = Rc::new(Conn { ctx, flow, websocket: Cell::new(false) });
-    let handed_over =
-        if head == H2_PREFACE { h2(client, upstream, conn).await } else { h1(client, upstream, conn).await };
+    let handed_over = if flowdog_wire::tls::looks_like_tls(&head) == Some(true) {
+        super::tls::serve(client, upstream, conn).await
+    } else if head == H2_PREFACE {
+        h2(client, upstream, conn).await
+    } else {
+        h1(client, upstream, conn).await
+    };
     if !handed_over {
         close_both(&pair);
     }
@@ -149,14 +185,14 @@ async fn drive<F: Future>(conn: F, upstream_done: &Signal, shutdown: impl Fn(std
 }
 
 /// The upstream side of an upgraded HTTP/1.1 connection, once hyper's client let go of it.
-type UpstreamParts = Rc<RefCell<Option<(LegStream, Bytes)>>>;
+type UpstreamParts<U> = Rc<RefCell<Option<(U, Bytes)>>>;
 
 /// HTTP/1.1. Returns true when the connection was upgraded (the relay tasks own the legs now).
 ///
 /// hyper's own upgrade mechanism wants `Send` streams and the legs are not (they live on one
 /// worker), so an upgrade is done by hand: both connections run "without shutdown", and after a
 /// 101 each gives back its stream and the bytes it had read past the exchange.
-async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
+pub async fn h1<C: Io, U: Io>(client: C, upstream: U, conn: Rc<Conn>) -> bool {
     let stats = conn.ctx.stats.clone();
     let (sender, mut uconn) = match hyper::client::conn::http1::Builder::new()
         .preserve_header_case(true)
@@ -168,7 +204,7 @@ async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
     };
     let upstream_done = Rc::new(Signal::default());
     let upgraded = Rc::new(Cell::new(false));
-    let upstream_parts: UpstreamParts = Rc::new(RefCell::new(None));
+    let upstream_parts: UpstreamParts<U> = Rc::new(RefCell::new(None));
     let (d, parts) = (upstream_done.clone(), upstream_parts.clone());
     spawn(async move {
         // It ends after a 101 too, possibly before the request's task has seen the response:
@@ -214,7 +250,7 @@ async fn h1(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
 }
 
 /// HTTP/2 with prior knowledge.
-async fn h2(client: LegStream, upstream: LegStream, conn: Rc<Conn>) -> bool {
+pub async fn h2<C: Io, U: Io>(client: C, upstream: U, conn: Rc<Conn>) -> bool {
     let (sender, uconn) =
         match hyper::client::conn::http2::Builder::new(LocalExec).handshake::<_, ProxyBody>(upstream).await {
             Ok(x) => x,

@@ -261,7 +261,8 @@ impl LegStream {
             s.register_recv_waker(cx.waker());
             return Poll::Pending;
         }
-        let more_to_come = s.may_recv();
+        // (`may_recv` stays true while data is buffered, even after the peer's FIN.)
+        let more_to_come = matches!(s.state(), tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2);
         match s.peek(n) {
             Ok(d) if d.len() >= n || enough(d) || !more_to_come => Poll::Ready(d.to_vec()),
             Ok(_) => {

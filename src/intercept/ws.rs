@@ -8,8 +8,7 @@
 //! both ways and is counted.
 
 use super::hook::{FlowInfo, WsMessage};
-use super::proxy::{bump, read_some, shutdown, write_all, Ctx};
-use super::tcp::LegStream;
+use super::proxy::{bump, read_some, shutdown, write_all, Ctx, Io};
 use bytes::Bytes;
 use flowdog_wire::websocket::{apply_mask, FrameHeader, Opcode, Role, Validator};
 use std::rc::Rc;
@@ -18,10 +17,10 @@ const BUF: usize = 16 * 1024;
 
 /// Relays an upgraded connection until both directions end. `c_early` and `s_early` are bytes
 /// each side sent right after the exchange that the HTTP layer had already read.
-pub async fn relay(
-    client: LegStream,
+pub async fn relay<C: Io, S: Io>(
+    client: C,
     c_early: Bytes,
-    server: LegStream,
+    server: S,
     s_early: Bytes,
     websocket: bool,
     ctx: Rc<Ctx>,
@@ -51,7 +50,7 @@ enum At {
 }
 
 impl Dir {
-    async fn run(self, mut from: LegStream, mut to: LegStream, early: Vec<u8>) {
+    async fn run<F: Io, T: Io>(self, mut from: F, mut to: T, early: Vec<u8>) {
         let mut buf = early;
         let mut tmp = vec![0u8; BUF];
         let role = if self.from_client { Role::Client } else { Role::Server };
@@ -156,7 +155,7 @@ impl Dir {
         }
     }
 
-    fn fail(&self, from: &LegStream, to: &LegStream) {
+    fn fail(&self, from: &impl Io, to: &impl Io) {
         bump(&self.ctx.stats.ws_errors);
         from.abort();
         to.abort();

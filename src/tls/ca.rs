@@ -3,8 +3,11 @@
 //! `flowdog ca init --out DIR` makes one for development: an ECDSA P-256 key (`ca.key`, PKCS#8
 //! PEM, mode 0600) and a self-signed certificate (`ca.pem`), valid ten years, a CA that may sign
 //! one level below it (the appliance's ephemeral intermediate, which signs the leaves). In
-//! production the root's key lives in AWS KMS instead and never touches the appliance.
+//! production the root's key lives in AWS KMS instead and never touches the appliance:
+//! `flowdog ca init --kms-key-id ARN --out DIR` has KMS sign the certificate and writes only
+//! `ca.pem` ([`init_kms`]).
 
+use super::kms::KmsKey;
 use anyhow::{bail, Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use std::io::Write;
@@ -70,12 +73,21 @@ fn write_new(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Makes a local root CA in `dir` (created if missing): `ca.key` (0600) and `ca.pem` (0644).
-pub fn init_local(dir: &Path, spec: &RootSpec, force: bool) -> Result<CaFiles> {
+fn check_spec(spec: &RootSpec) -> Result<()> {
     if spec.valid_days < 1 {
         bail!("the root's validity must be at least a day");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))
+}
+
+/// Makes a local root CA in `dir` (created if missing): `ca.key` (0600) and `ca.pem` (0644).
+pub fn init_local(dir: &Path, spec: &RootSpec, force: bool) -> Result<CaFiles> {
+    check_spec(spec)?;
+    create_dir(dir)?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the root's P-256 key")?;
     let cert = root_params(spec).self_signed(&key).context("signing the root certificate")?;
     let files = CaFiles { key: dir.join("ca.key"), cert: dir.join("ca.pem") };
@@ -84,15 +96,49 @@ pub fn init_local(dir: &Path, spec: &RootSpec, force: bool) -> Result<CaFiles> {
     Ok(files)
 }
 
-/// What to tell the user after `ca init`: how to make clients trust the root.
-pub fn trust_instructions(cert: &Path) -> String {
+/// Makes a root CA whose key is the KMS key `key`: KMS signs the certificate, and `dir` (created
+/// if missing) gets only `ca.pem` (0644). The path of `ca.pem` comes back.
+///
+/// With `force`, a `ca.key` left in `dir` by a local root is removed: it is not this root's key.
+pub fn init_kms(dir: &Path, spec: &RootSpec, key: &KmsKey, force: bool) -> Result<PathBuf> {
+    check_spec(spec)?;
+    let stale_key = dir.join("ca.key");
+    if stale_key.exists() && !force {
+        bail!(
+            "{}: a local root's key is here, and a KMS root has none; \
+             flowdog ca init never overwrites a CA (--force replaces it)",
+            stale_key.display()
+        );
+    }
+    // Sign before touching `dir`: a refused KMS call leaves nothing behind.
+    let cert =
+        root_params(spec).self_signed(key).map_err(|e| key.explain(e)).context("signing the root certificate")?;
+    create_dir(dir)?;
+    let path = dir.join("ca.pem");
+    write_new(&path, cert.pem().as_bytes(), 0o644, force)?;
+    if stale_key.exists() {
+        std::fs::remove_file(&stale_key).with_context(|| format!("{}: cannot remove", stale_key.display()))?;
+    }
+    Ok(path)
+}
+
+/// What to tell the user after `ca init`: how to make clients trust the root. `kms_key` is the
+/// ARN of the root's KMS key, if it has one.
+pub fn trust_instructions(cert: &Path, kms_key: Option<&str>) -> String {
     let c = cert.display();
+    let key = match kms_key {
+        Some(arn) => format!(
+            "The root's key stays in KMS ({arn}): the appliance needs kms:GetPublicKey and kms:Sign on it, \
+             and there is no key file to guard."
+        ),
+        None => "Keep the key (ca.key, mode 0600) off the appliance hosts in production: use a KMS key there.".into(),
+    };
     format!(
         "To trust this root on the instances behind the appliance:\n\
          \x20 Debian / Ubuntu:      cp {c} /usr/local/share/ca-certificates/flowdog.crt && update-ca-certificates\n\
          \x20 Amazon Linux 2023:    cp {c} /etc/pki/ca-trust/source/anchors/flowdog.pem && update-ca-trust\n\
          \x20 curl, one request:    curl --cacert {c} https://...\n\
-         Keep the key (ca.key, mode 0600) off the appliance hosts in production: use a KMS key there."
+         {key}"
     )
 }
 

@@ -178,6 +178,25 @@ counters! {
     ws_connections,
     ws_messages,
     ws_errors,
+    /// TLS connections intercepted: handshakes completed with the client (and of those, HTTP/2
+    /// by ALPN).
+    tls_intercepted,
+    tls_h2,
+    /// TLS flows relayed untouched after the ClientHello: the SNI is excluded from decryption,
+    /// or no CA is configured.
+    tls_excluded,
+    tls_no_ca,
+    /// ClientHellos that were not TLS, truncated, malformed or too large; clients that hung up
+    /// before the handshake finished or failed it (they do not trust the root, for example).
+    tls_bad_client_hello,
+    tls_client_gone,
+    tls_client_failed,
+    /// Upstream certificates that failed verification (the client got an alert or a 502, as
+    /// configured), and upstream handshakes that failed otherwise (garbage, an alert, a reset).
+    tls_upstream_rejected,
+    tls_upstream_failed,
+    /// Leaves the control plane could not mint, or whose request found its queue full.
+    tls_mint_failed,
 }
 
 impl Counters {

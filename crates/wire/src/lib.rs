@@ -14,6 +14,10 @@
 //!   fragment state) for flow lookup.
 //! - [`websocket`]: WebSocket frame headers, masking and framing rules (RFC 6455), for
 //!   inspecting the byte stream of a TCP flow rather than a packet; it has its own error type.
+//! - `tls` (feature `alloc`): a peek at the start of a TCP stream for a TLS ClientHello's server
+//!   name and ALPN offer, with its own error type. It is the one module that allocates, and only
+//!   with the `alloc` feature: it runs once per intercepted connection, not per packet, and its
+//!   result owns its strings.
 //!
 //! Each layer follows one pattern.
 //! A `Packet<T: AsRef<[u8]>>` (or `Frame`) wraps a buffer without copying it.
@@ -69,6 +73,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Only `tls` allocates, and only with the `alloc` feature; see its module doc.
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
@@ -84,6 +91,8 @@ pub mod inner;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
+#[cfg(feature = "alloc")]
+pub mod tls;
 pub mod udp;
 pub mod websocket;
 
