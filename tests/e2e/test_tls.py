@@ -230,17 +230,72 @@ def json_control(lab):
     return json.loads(lab.apps[1].counters_path.read_text())["control"]
 
 
-def test_zz_502_page_when_configured(lab):
-    first = lab.apps[1]
+def restart(lab, extra):
+    """Stops the appliance (returning what it logged) and starts it again with `extra`."""
+    old = lab.apps[1]
     lab.stop_appliance(1)
-    log = first.output()
+    lab.start_appliance(1, extra=extra)
+    time.sleep(1)
+    return old.output()
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def test_zy_a_root_whose_key_stays_in_kms(lab, monkeypatch):
+    """The root made through the KMS emulator (moto's server, in the appliance's namespace, where
+    the appliance reaches it): the appliance has KMS sign its intermediate at start, and curl
+    verifies leaf -> intermediate -> the KMS root."""
+    for k, v in AWS_ENV.items():
+        monkeypatch.setenv(k, v)
+    ns = lab.app_ns(1)
+    moto = subprocess.Popen(["ip", "netns", "exec", ns, "moto_server", "-H", "127.0.0.1", "-p", "4566"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = "http://127.0.0.1:4566"
+        make_key = f"""
+import boto3, time
+for _ in range(100):
+    try:
+        kms = boto3.client("kms", endpoint_url="{endpoint}", region_name="us-east-1")
+        print(kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["Arn"])
+        break
+    except Exception:
+        time.sleep(0.2)
+"""
+        arn = sh("ip", "netns", "exec", ns, "python3", "-c", make_key).stdout.strip()
+        assert arn.startswith("arn:aws:kms:"), arn
+        kdir = lab.dir / "kmsca"
+        sh("ip", "netns", "exec", ns, FLOWDOG, "ca", "init", "--kms-key-id", arn, "--kms-endpoint-url", endpoint,
+           "--kms-region", "us-east-1", "--out", str(kdir))
+        assert not (kdir / "ca.key").exists()
+        section = tls_section(lab).replace(f'root_key = "{lab.dir}/ca/ca.key"',
+                                           f'root_kms_key_id = "{arn}"\nkms_endpoint_url = "{endpoint}"\n'
+                                           'kms_region = "us-east-1"')
+        section = section.replace(f'root_cert = "{lab.dir}/ca/ca.pem"', f'root_cert = "{kdir}/ca.pem"')
+        lab.log_before_kms = restart(lab, TLS_POLICY + section)
+        r = curl(lab, "-4", "--http2", "--cacert", str(kdir / "ca.pem"), "-D", "-", "https://www.lab.test/echo")
+        assert r.stdout.startswith("HTTP/2 200") and "x-flowdog: 1" in r.stdout, r.stdout
+        r = s_client(lab, "www.lab.test", "-verify_return_error", cafile=kdir / "ca.pem")
+        assert "Verify return code: 0 (ok)" in r.stdout, r.stdout + r.stderr
+        # The local root no longer verifies: the chain really ends at the KMS root.
+        r = curl(lab, "-4", "--cacert", str(lab.root), "https://www.lab.test/echo", ok=False)
+        assert r.returncode == 60, r.stderr
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+def test_zz_502_page_when_configured(lab):
+    log = lab.log_before_kms
     # The control plane logged each failure with the host and the reason.
     assert re.search(r"flowdog: tls: upstream certificate rejected: host=expired\.lab\.test client=198\.18\.1\.10:\d+ "
                      r"server=198\.18\.2\.10:443: invalid peer certificate: certificate expired", log), log[-3000:]
     assert "flowdog: tls: upstream handshake failed: host=www.lab.test" in log, log[-3000:]
     assert "flowdog: tls: bad ClientHello" in log, log[-3000:]
-    lab.start_appliance(1, extra=TLS_POLICY + tls_section(lab, on_untrusted="502"))
-    time.sleep(1)
+    restart(lab, TLS_POLICY + tls_section(lab, on_untrusted="502"))
     host = lab.vars["FDLAB_HOST_EXPIRED"]
     r = curl(lab, "-4", "--cacert", str(lab.root), "-D", "-", f"https://{host}/echo")
     assert r.stdout.startswith("HTTP/1.1 502"), r.stdout
