@@ -145,19 +145,11 @@ pub fn trust_instructions(cert: &Path, kms_key: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::test_util::openssl;
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("flowdog-ca-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    fn openssl(args: &[&str]) -> String {
-        let o = Command::new("openssl").args(args).output().expect("openssl (scripts/setup.sh installs it)");
-        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        crate::tls::test_util::scratch("ca", name)
     }
 
     #[test]

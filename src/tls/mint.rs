@@ -402,8 +402,7 @@ mod tests {
     use std::process::Command;
 
     fn minter(name: &str, cfg: MintConfig) -> (Minter, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("flowdog-mint-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::tls::test_util::scratch("mint", name);
         let f = init_local(&dir, &RootSpec::default(), false).unwrap();
         let root = Root::load(&RootSource { cert: f.cert, key: Some(f.key), ..Default::default() }).unwrap();
         (Minter::new(root, cfg).unwrap(), dir)

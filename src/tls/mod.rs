@@ -92,3 +92,24 @@ pub fn start(cfg: &TlsSection) -> Result<Option<TlsRuntime>> {
     });
     Ok(Some(TlsRuntime { shared, mint_stats, events_dropped, threads: vec![mint_thread, ev_thread], root_subject }))
 }
+
+/// What the certificate tests share: a scratch directory, and openssl as the judge.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// An empty directory under the temporary directory, unique to this process.
+    pub fn scratch(kind: &str, name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flowdog-{kind}-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// Runs openssl, which must succeed; its standard output.
+    pub fn openssl(args: &[&str]) -> String {
+        let o = Command::new("openssl").args(args).output().expect("openssl (scripts/setup.sh installs it)");
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}

@@ -170,20 +170,13 @@ fn check_ca(x509: &x509_parser::certificate::X509Certificate<'_>) -> Result<()> 
 mod tests {
     use super::super::ca::{self, RootSpec};
     use super::*;
+    use crate::tls::test_util::openssl;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa};
     use std::path::Path;
     use std::process::Command;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("flowdog-root-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    fn openssl(args: &[&str]) -> String {
-        let o = Command::new("openssl").args(args).output().expect("openssl (scripts/setup.sh installs it)");
-        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        crate::tls::test_util::scratch("root", name)
     }
 
     fn local(dir: &Path) -> RootSource {
