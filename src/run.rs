@@ -42,6 +42,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let policy = cfg.policy()?;
     // TLS first: a root that cannot sign (a wrong key file, KMS unreachable) stops the start
     // before DPDK takes anything.
+    // (Its threads inherit the control CPU from here, off the workers' cores.)
+    let _ = set_thread_affinity(&[cfg.workers.control_cpu]);
     let tls = crate::tls::start(&cfg.tls).with_context(|| format!("{origin}: [tls]"))?;
     if let Some(t) = &tls {
         eprintln!(

@@ -119,7 +119,14 @@ struct Pair {
     last_active: Instant,
     /// The deadline a timer entry is queued for, if any.
     timer: Option<Instant>,
+    /// When both legs were first seen closed (TIME-WAIT or CLOSED): the pair lingers a moment
+    /// so that smoltcp's delayed ACK of the peers' last FIN still goes out.
+    closing: Option<Instant>,
 }
+
+/// How long a closed pair lingers: longer than smoltcp's delayed ACK (10 ms), so the peers'
+/// FINs are acknowledged and they leave LAST-ACK instead of retransmitting into a gone pair.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// The input could not be taken: every TCP pair is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +312,7 @@ impl Interceptor {
                 flow,
                 last_active: now,
                 timer: None,
+                closing: None,
             },
         );
         let p = self.pairs.get_mut(&v.slot).expect("just inserted");
@@ -361,11 +369,14 @@ impl Interceptor {
             let mut io = p.io.borrow_mut();
             let done = |s: TcpState| matches!(s, TcpState::Closed | TcpState::TimeWait);
             if done(io.legs[0].socket().state()) && done(io.legs[1].socket().state()) {
-                drop(io);
-                let p = self.pairs.remove(&slot).expect("present");
-                self.counters.closed += 1;
-                self.retire(p);
-                return;
+                let since = *p.closing.get_or_insert(now);
+                if now - since >= LINGER {
+                    drop(io);
+                    let p = self.pairs.remove(&slot).expect("present");
+                    self.counters.closed += 1;
+                    self.retire(p);
+                    return;
+                }
             }
         }
         // The next timer: the earlier of the legs' (retransmission, delayed ACK, ...).
@@ -373,9 +384,13 @@ impl Interceptor {
             let mut io = p.io.borrow_mut();
             let a = io.legs[0].poll_at(now);
             let b = io.legs[1].poll_at(now);
-            match (a, b) {
+            let legs = match (a, b) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
+            };
+            match (legs, p.closing) {
+                (Some(t), Some(c)) => Some(t.min(c + LINGER)),
+                (t, c) => t.or(c.map(|c| c + LINGER)),
             }
         };
         if let Some(at) = next {

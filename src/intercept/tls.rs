@@ -401,8 +401,16 @@ async fn accept(
     match tokio_rustls::TlsAcceptor::from(Arc::new(scfg)).accept(TokioIo::new(client.clone())).await {
         Ok(s) => Some(s),
         Err(e) => {
-            bump(&conn.ctx.stats.tls_client_failed);
-            sh.events.failure(Failure::ClientFailed, conn.flow.client, conn.flow.server, sni, cause(e));
+            use std::io::ErrorKind::*;
+            let gone = rustls_error(&e).is_none()
+                && matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe);
+            let (counter, failure) = if gone {
+                (&conn.ctx.stats.tls_client_gone, Failure::ClientGone)
+            } else {
+                (&conn.ctx.stats.tls_client_failed, Failure::ClientFailed)
+            };
+            bump(counter);
+            sh.events.failure(failure, conn.flow.client, conn.flow.server, sni, cause(e));
             None
         }
     }

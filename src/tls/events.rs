@@ -64,6 +64,8 @@ pub enum Failure {
     BadClientHello,
     /// The client's handshake failed (it did not accept our leaf, for example).
     ClientFailed,
+    /// The client hung up (FIN or reset) during its handshake.
+    ClientGone,
     /// No leaf could be had.
     MintFailed,
 }
@@ -194,6 +196,7 @@ pub fn describe(e: &Event) -> String {
         Failure::UpstreamFailed => "upstream handshake failed",
         Failure::BadClientHello => "bad ClientHello",
         Failure::ClientFailed => "client handshake failed",
+        Failure::ClientGone => "client hung up during the handshake",
         Failure::MintFailed => "no leaf certificate",
     };
     format!(

@@ -206,6 +206,20 @@ def test_an_upstream_that_answers_garbage(lab):
     assert counters(lab)["tls_upstream_failed"] >= 1
 
 
+def test_closed_connections_leave_nothing_behind(lab):
+    """Each side's last FIN is acknowledged before the pair goes: no socket is left in LAST-ACK
+    retransmitting into a pair that no longer exists."""
+    before = counters(lab)["tcp_no_pair"]
+    for _ in range(10):
+        curl(lab, "-4", "--http1.1", "--cacert", str(lab.root), "-H", "Connection: close", "-o", "/dev/null",
+             "https://www.lab.test/echo")
+    time.sleep(1)
+    for role in ("client", "server"):
+        r = lab.run(role, "ss", "-Htan", "state", "last-ack")
+        assert r.stdout.strip() == "", (role, r.stdout)
+    assert counters(lab)["tcp_no_pair"] == before
+
+
 def test_h2load_hundreds_of_connections_to_several_hosts(lab):
     hosts = lab.vars["FDLAB_HOSTS_MANY"].split()
     procs = [subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), "h2load", "-c", "40", "-n", "400", "-m", "4",

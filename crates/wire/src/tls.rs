@@ -88,7 +88,9 @@ pub struct ClientHello {
     /// The client chooses it freely, and it goes on into certificates, policy and upstream
     /// lookups, so only plain host names pass: 1 to 253 bytes of ASCII letters, digits, `-`, `_`
     /// and `.`, in labels of 1 to 63 bytes, and not an IP address.
-    /// `None` when the client sent no server_name extension.
+    /// `None` when the client sent no server_name extension, or an IP address in it (RFC 6066
+    /// forbids that, but OpenSSL-based clients such as wrk do it for `https://IP/` URLs: the
+    /// address is ignored, as servers ignore it, rather than refusing the client).
     pub sni: Option<String>,
     /// The protocols of the application_layer_protocol_negotiation extension, in the client's
     /// order of preference; each is 1 to 255 bytes. Empty when the extension is absent.
@@ -262,7 +264,7 @@ fn parse_message(message: &[u8], len: usize) -> Result<ClientHello, HelloError> 
             return Err(HelloError::Malformed("extensions"));
         }
         match extension_type {
-            extension::SERVER_NAME => hello.sni = Some(parse_server_name(data)?),
+            extension::SERVER_NAME => hello.sni = parse_server_name(data)?,
             extension::ALPN => hello.alpn = parse_alpn(data)?,
             extension::SUPPORTED_VERSIONS => hello.supported_versions = parse_supported_versions(data)?,
             _ => {}
@@ -276,7 +278,7 @@ fn parse_message(message: &[u8], len: usize) -> Result<ClientHello, HelloError> 
 /// The list must hold exactly one `host_name` entry. RFC 6066 §3 allows one per name type, but
 /// no other type was ever defined and an unknown type's entry cannot be skipped; OpenSSL
 /// accepts only this shape too.
-fn parse_server_name(mut data: Reader<'_>) -> Result<String, HelloError> {
+fn parse_server_name(mut data: Reader<'_>) -> Result<Option<String>, HelloError> {
     const FIELD: &str = "server_name";
     let mut list = data.vec_u16(FIELD)?;
     data.finish(FIELD)?;
@@ -285,7 +287,28 @@ fn parse_server_name(mut data: Reader<'_>) -> Result<String, HelloError> {
     }
     let name = list.vec_u16(FIELD)?;
     list.finish(FIELD)?;
-    host_name(name.rest()).ok_or(HelloError::Malformed(FIELD))
+    let name = name.rest();
+    if ip_literal(name) {
+        return Ok(None);
+    }
+    host_name(name).map(Some).ok_or(HelloError::Malformed(FIELD))
+}
+
+/// Whether a server name is an IP address literal: IPv4 in any of the forms `host_name`
+/// refuses for a numeric last label (digits, dots, `0x` hex), or IPv6 (hex digits and colons,
+/// with a dotted IPv4 tail allowed), without brackets.
+fn ip_literal(name: &[u8]) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let v6 = name.contains(&b':') && name.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+    let v4 = name.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b'x' | b'X'))
+        && name.split(|&b| b == b'.').all(|label| {
+            !label.is_empty()
+                && (label.iter().all(u8::is_ascii_digit)
+                    || matches!(label, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit)))
+        });
+    v6 || v4
 }
 
 /// Checks a server name and lowercases it, or says `None` if it is not a plain host name.
@@ -829,15 +852,12 @@ mod tests {
         assert_eq!(sni(&longest), longest);
         let too_long = [longest.as_str(), "e"].concat();
         let long_label = "a".repeat(64) + ".test";
-        let bad: [&[u8]; 16] = [
+        // IP address literals (wrk sends them): ignored, as if there were no server_name.
+        for ip in ["1.2.3.4", "10.0.0.1", "127.1", "2130706433", "0x7f000001", "0X7F.1", "::1", "fd00:fd:2::10"] {
+            assert_eq!(parse_whole(&Builder::new().sni(ip).stream()).sni, None, "{ip}");
+        }
+        let bad: [&[u8]; 9] = [
             b"",
-            b"1.2.3.4",
-            b"10.0.0.1",
-            b"127.1",
-            b"2130706433",
-            b"0x7f000001",
-            b"0X7F.1",
-            b"::1",
             b"[::1]",
             b"example.com.",
             b".example.com",
