@@ -140,7 +140,7 @@ show "  (curl sent \"User-Agent: curl/...\")" "client got \"${added:-NO x-flowdo
 tls_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -D "$WORK/tls.head" -o /dev/null "https://$FDLAB_HOST_WWW/echo" 2>&1 || true)
 issuer=$(printf '%s\n' "$tls_v" | sed -n 's/^\*  issuer: //p' | head -n 1)
 added=$(grep -i '^x-flowdog:' "$WORK/tls.head" 2>/dev/null | tr -d '\r' || true)
-proto=$(head -n 1 "$WORK/tls.head" 2>/dev/null | tr -d '\r' || true)
+proto=$(head -n 1 "$WORK/tls.head" 2>/dev/null | tr -d '\r' | sed 's/ *$//' || true)
 show "curl https://$FDLAB_HOST_WWW/echo (TLS intercepted)" "${proto:-FAILED}, \"${added:-NO x-flowdog header}\""
 show "  leaf certificate issued by" "${issuer:-UNKNOWN}"
 sts_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -o /dev/null "https://$FDLAB_HOST_STS/" 2>&1 || true)
