@@ -52,15 +52,22 @@ pub struct ControlCounters {
     pub http_unavailable: u64,
 }
 
-/// smoltcp's device: IP packets in and out of two queues.
-#[derive(Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+/// A smoltcp device of medium IP: packets in (`rx`) and out (`tx`) of two queues. The control
+/// interface runs on one; the in-memory interception tests' peers too.
+pub struct QueueDevice {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+    pub mtu: usize,
 }
 
-struct RxTok(Vec<u8>);
-struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
+impl QueueDevice {
+    pub fn new(mtu: usize) -> QueueDevice {
+        QueueDevice { rx: VecDeque::new(), tx: VecDeque::new(), mtu }
+    }
+}
+
+pub struct RxTok(Vec<u8>);
+pub struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
 
 impl phy::RxToken for RxTok {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -77,7 +84,7 @@ impl phy::TxToken for TxTok<'_> {
     }
 }
 
-impl Device for Queues {
+impl Device for QueueDevice {
     type RxToken<'a> = RxTok;
     type TxToken<'a> = TxTok<'a>;
 
@@ -93,7 +100,7 @@ impl Device for Queues {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
+        c.max_transmission_unit = self.mtu;
         c
     }
 }
@@ -108,7 +115,7 @@ struct Listener {
 pub struct ControlIf {
     ip: Ipv4Addr,
     mac: [u8; 6],
-    queues: Queues,
+    queues: QueueDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
@@ -125,7 +132,7 @@ fn new_socket() -> tcp::Socket<'static> {
 
 impl ControlIf {
     pub fn new(ip: Ipv4Addr, mac: [u8; 6], ports: &[u16], now_ms: u64) -> ControlIf {
-        let mut queues = Queues::default();
+        let mut queues = QueueDevice::new(1500);
         let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut queues, Instant::from_millis(0));
         iface.update_ip_addrs(|a| {
             // Room for one address; the /32 keeps smoltcp from claiming a subnet.

@@ -18,6 +18,7 @@
 //! the appliance sent back to the peers (they read it at the next round).
 
 use flowdog::config::InterceptSection;
+use flowdog::control::QueueDevice;
 use flowdog::intercept::hook::Builtin;
 use flowdog::intercept::{GwlbIds, Interceptor, Wire};
 use flowdog_core::build::{Encap, ENCAP_LEN};
@@ -26,12 +27,10 @@ use flowdog_core::{Action, Direction, FastPath, FastPathConfig, FlowTableConfig,
 use flowdog_wire::geneve::{self, AwsOptions};
 use flowdog_wire::{EthernetFrame, GenevePacket, Ipv4Packet, UdpPacket};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
@@ -85,59 +84,13 @@ const PLAIN: Host = Host { mtu: 1500, timestamps: false };
 /// An EC2 instance: jumbo frames, timestamps.
 const JUMBO: Host = Host { mtu: 9001, timestamps: true };
 
-/// A medium-IP device backed by two queues: `rx` what GWLB delivered, `tx` what the peer sent.
-struct QueueDev {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-    mtu: usize,
-}
-
-struct RxTok(Vec<u8>);
-struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for RxTok {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for TxTok<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0; len];
-        let r = f(&mut b);
-        self.0.push_back(b);
-        r
-    }
-}
-
-impl Device for QueueDev {
-    type RxToken<'a> = RxTok;
-    type TxToken<'a> = TxTok<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(RxTok, TxTok<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((RxTok(p), TxTok(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<TxTok<'_>> {
-        Some(TxTok(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
-}
-
 /// One end host: an interface with one address and one TCP socket (more with
 /// [`Peer::add_socket`]).
 struct Peer {
     name: &'static str,
     host: Host,
     iface: Interface,
-    dev: QueueDev,
+    dev: QueueDevice,
     sockets: SocketSet<'static>,
     /// The first socket (the one whose state changes are logged).
     tcp: SocketHandle,
@@ -150,7 +103,7 @@ struct Peer {
 
 impl Peer {
     fn new(name: &'static str, host: Host, addr: Ipv4Address, seed: u64, now: Instant) -> Peer {
-        let mut dev = QueueDev { rx: VecDeque::new(), tx: VecDeque::new(), mtu: host.mtu };
+        let mut dev = QueueDevice::new(host.mtu);
         let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
         let mut iface = Interface::new(cfg, &mut dev, now);

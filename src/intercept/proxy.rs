@@ -90,7 +90,7 @@ pub struct Conn {
     websocket: Cell<bool>,
 }
 
-pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
 }
 
@@ -105,7 +105,8 @@ fn local(r: LocalResponse) -> Response<ProxyBody> {
     resp
 }
 
-fn status(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
+/// A plain-text answer of the proxy's own (400, 403, 413, 502).
+pub fn status(code: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut r = Response::new(full(text));
     *r.status_mut() = code;
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));

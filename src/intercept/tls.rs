@@ -321,11 +321,7 @@ pub(super) async fn serve(client: LegStream, upstream: LegStream, conn: Rc<Conn>
             if let Some(rustls::Error::InvalidCertificate(ce)) = &err {
                 bump(&stats.tls_upstream_rejected);
                 let desc = cert_alert(ce);
-                fail(
-                    Failure::UpstreamRejected,
-                    sni,
-                    Cause::Tls(err.clone().unwrap_or(rustls::Error::General(String::new()))),
-                );
+                fail(Failure::UpstreamRejected, sni, Cause::Tls(rustls::Error::InvalidCertificate(ce.clone())));
                 upstream.abort();
                 match sh.on_untrusted {
                     OnUntrusted::Alert => alert(&mut client.clone(), desc).await,
@@ -436,9 +432,7 @@ async fn bad_gateway(
         "flowdog: the certificate of {name} failed verification: {e}\nThe request was not sent.\n"
     ));
     let svc = hyper::service::service_fn(move |_req| {
-        let mut r = http::Response::new(proxy::full(text.clone()));
-        *r.status_mut() = http::StatusCode::BAD_GATEWAY;
-        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        let mut r = proxy::status(http::StatusCode::BAD_GATEWAY, text.clone());
         r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         std::future::ready(Ok::<_, std::convert::Infallible>(r))
     });

@@ -97,9 +97,8 @@ pub struct MintStats {
     /// Requests sent and not yet taken by the minter.
     pub queue_depth: AtomicU64,
     pub cache_entries: AtomicU64,
-    /// Minting times (key from the pool or generated, signature, rustls key): total, last, max.
+    /// Minting times (key from the pool or generated, signature, rustls key): total, max.
     pub mint_us_total: AtomicU64,
-    pub mint_us_last: AtomicU64,
     pub mint_us_max: AtomicU64,
     /// Leaves minted with a key generated on demand (the pool was empty).
     pub key_pool_empty: AtomicU64,
@@ -319,7 +318,6 @@ impl Minter {
         let us = t.elapsed().as_micros() as u64;
         self.stats.minted.fetch_add(1, Ordering::Relaxed);
         self.stats.mint_us_total.fetch_add(us, Ordering::Relaxed);
-        self.stats.mint_us_last.store(us, Ordering::Relaxed);
         self.stats.mint_us_max.fetch_max(us, Ordering::Relaxed);
         if self.cache.len() >= self.cfg.cache_size {
             while let Some(old) = self.order.pop_front() {

@@ -22,7 +22,7 @@ pub struct TlsRuntime {
     pub events_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// The minter's and the event writer's threads; they end when the workers are gone.
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    /// The root's certificate, and the first intermediate's, for the log.
+    /// The root certificate's subject, for the start-up log line.
     pub root_subject: String,
 }
 
