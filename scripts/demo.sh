@@ -8,7 +8,8 @@
 #   curl, ping, UDP            from the client namespace, through all of it; ports 8080 and 443
 #                              intercepted: the appliance terminates TCP (and TLS, with leaves it
 #                              mints from a root made by `flowdog ca init`) and rewrites the HTTP
-#                              exchange; sts.lab.test is excluded from decryption by SNI
+#                              exchange with proxy-wasm plugins (header_case, sts_rickroll);
+#                              bank.lab.test is excluded from decryption by SNI
 #
 # It prints what each client saw, then the simulator's and the appliance's counters, and tears
 # everything down. Addresses are from 198.18.0.0/15; nothing routes out. Run as root.
@@ -17,8 +18,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 scripts/setup.sh
-echo "== build (release)"
+echo "== build (release), and the plugins (wasm32-wasip1)"
 cargo build --release -q
+scripts/build-plugins.sh >/dev/null
+PLUGINS=$ROOT/wasm-plugins/target/wasm32-wasip1/release
 BIN=$ROOT/target/release/flowdog
 
 export FDLAB=fddemo
@@ -50,9 +53,12 @@ cat "$WORK/ca/ca.pem" "$FDLAB_CA" >"$WORK/trust.pem"
   printf '\n[[policy.rules]]\nname = "inspect"\nprotocol = "tcp"\ndst_ports = "%s"\naction = "intercept"\n' \
     "$FDLAB_HTTPECHO_PORT"
   printf '\n[[policy.rules]]\nname = "inspect-tls"\nprotocol = "tcp"\ndst_ports = "443"\naction = "intercept"\n'
-  printf '\n[intercept]\nlowercase_user_agent_host = "%s"\n' "$FDLAB_HOST_WWW"
+  # The plugin chain: header_case for the www host, sts_rickroll on STS answers.
+  printf '\n[[plugin]]\nname = "header_case"\nfile = "%s/header_case.wasm"\nconfiguration = %s\n' \
+    "$PLUGINS" "'{\"hosts\": [\"$FDLAB_HOST_WWW\"]}'"
+  printf '\n[[plugin]]\nname = "sts_rickroll"\nfile = "%s/sts_rickroll.wasm"\n' "$PLUGINS"
   printf '\n[tls]\nroot_cert = "%s"\nroot_key = "%s"\nupstream_system_roots = false\nupstream_ca_file = "%s"\nexclude_sni = ["%s"]\n' \
-    "$WORK/ca/ca.pem" "$WORK/ca/ca.key" "$FDLAB_UPSTREAM_CA" "$FDLAB_HOST_STS"
+    "$WORK/ca/ca.pem" "$WORK/ca/ca.key" "$FDLAB_UPSTREAM_CA" "$FDLAB_HOST_BANK"
 } >"$WORK/appliance.toml"
 
 cat >"$WORK/gwlb.toml" <<TOML
@@ -107,9 +113,12 @@ fetch "curl http://www.lab.test/" http://www.lab.test/
 fetch "curl https://www.lab.test/" https://www.lab.test/
 fetch "curl -6 https://www.lab.test/" -6 https://www.lab.test/
 fetch "curl https://img.lab.test/cat.png" https://img.lab.test/cat.png
-account=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -X POST --data 'Action=GetCallerIdentity&Version=2011-06-15' \
-  https://sts.lab.test/ 2>&1 | sed -n 's:.*<Account>\(.*\)</Account>.*:\1:p')
-show "curl -X POST https://sts.lab.test/ GetCallerIdentity" "Account ${account:-MISSING}"
+# sts_rickroll rewrites the UserId of GetCallerIdentity answers (nginx sends AIDA... ).
+sts=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -X POST --data 'Action=GetCallerIdentity&Version=2011-06-15' \
+  "https://$FDLAB_HOST_STS/" 2>&1 || true)
+userid=$(printf '%s\n' "$sts" | sed -n 's:.*<UserId>\(.*\)</UserId>.*:\1:p')
+account=$(printf '%s\n' "$sts" | sed -n 's:.*<Account>\(.*\)</Account>.*:\1:p')
+show "curl -X POST https://$FDLAB_HOST_STS/ GetCallerIdentity" "UserId ${userid:-MISSING} (plugin sts_rickroll), Account ${account:-MISSING}"
 in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -o "$WORK/big.bin" https://www.lab.test/big.bin
 got=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
 [ "$got" = "$FDLAB_BIG_SHA256" ] && verdict="sha256 matches the server's" || verdict="sha256 MISMATCH"
@@ -133,7 +142,7 @@ show "TCP to port 23 (policy: reset)" "${telnet:-no answer}"
 icpt=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -D "$WORK/icpt.head" "http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers" 2>&1 || true)
 seen=$(printf '%s\n' "$icpt" | grep -i '^user-agent:' | tr -d '\r' || true)
 added=$(grep -i '^x-flowdog:' "$WORK/icpt.head" 2>/dev/null | tr -d '\r' || true)
-show "curl http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers (intercepted)" "server saw \"${seen:-NOTHING}\""
+show "curl http://$FDLAB_HOST_WWW:$FDLAB_HTTPECHO_PORT/headers (header_case)" "server saw \"${seen:-NOTHING}\""
 show "  (curl sent \"User-Agent: curl/...\")" "client got \"${added:-NO x-flowdog header}\""
 # Intercepted HTTPS: the leaf curl verified was minted by the appliance (issuer: its
 # intermediate), and the response carries the header the rewrite added.
@@ -143,9 +152,9 @@ added=$(grep -i '^x-flowdog:' "$WORK/tls.head" 2>/dev/null | tr -d '\r' || true)
 proto=$(head -n 1 "$WORK/tls.head" 2>/dev/null | tr -d '\r' | sed 's/ *$//' || true)
 show "curl https://$FDLAB_HOST_WWW/echo (TLS intercepted)" "${proto:-FAILED}, \"${added:-NO x-flowdog header}\""
 show "  leaf certificate issued by" "${issuer:-UNKNOWN}"
-sts_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -o /dev/null "https://$FDLAB_HOST_STS/" 2>&1 || true)
-issuer=$(printf '%s\n' "$sts_v" | sed -n 's/^\*  issuer: //p' | head -n 1)
-show "curl https://$FDLAB_HOST_STS/ (excluded by SNI)" "issuer ${issuer:-UNKNOWN}"
+bank_v=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -v -o /dev/null "https://$FDLAB_HOST_BANK/" 2>&1 || true)
+issuer=$(printf '%s\n' "$bank_v" | sed -n 's/^\*  issuer: //p' | head -n 1)
+show "curl https://$FDLAB_HOST_BANK/ (excluded by SNI)" "issuer ${issuer:-UNKNOWN}"
 health=$(in_ns "$FDLAB_NS_GW" curl -sS --max-time 3 -w ' (HTTP %{http_code})' "http://$FDLAB_APP1_IP/healthz" 2>&1 | tr -d '\n')
 show "health check: curl http://$FDLAB_APP1_IP/healthz (from gw)" "$health"
 

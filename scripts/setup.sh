@@ -59,3 +59,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup.sh: cargo install cargo-fuzz"
   cargo install -q --locked cargo-fuzz
 fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  echo "setup.sh: rustup target add wasm32-wasip1 (the plugins)"
+  rustup target add wasm32-wasip1 >/dev/null
+fi

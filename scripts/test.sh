@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+echo "== plugins (wasm32-wasip1)"
+scripts/build-plugins.sh
+
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+(cd wasm-plugins && cargo fmt --all -- --check && cargo clippy --target wasm32-wasip1 -q -- -D warnings)
 
 echo "== unit, property, cross-check and no-allocation tests"
 cargo build --workspace -q

@@ -32,6 +32,12 @@ pub struct Config {
     /// TLS interception; without it (no `root_cert`), intercepted TLS flows are relayed untouched.
     #[serde(default)]
     pub tls: TlsSection,
+    /// Settings for every plugin.
+    #[serde(default)]
+    pub plugins: crate::plugin::PluginsSection,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    pub plugin: Vec<crate::plugin::PluginEntry>,
 }
 
 /// TLS interception: the root CA, the minter, upstream verification, exclusions, the key log.
@@ -205,8 +211,13 @@ pub struct InterceptSection {
     /// Largest body collected whole when a rewrite asks for one.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// The built-in rewrite: requests to this host get a lowercase `user-agent` header name.
-    pub lowercase_user_agent_host: Option<String>,
+    /// Every intercepted response gets `x-flowdog: 1` (so a client sees the appliance was there).
+    #[serde(default = "yes")]
+    pub mark_responses: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_flows() -> usize {
@@ -241,7 +252,7 @@ impl Default for InterceptSection {
             connect_timeout_secs: default_connect_timeout(),
             peer_timeout_secs: default_peer_timeout(),
             max_body_bytes: default_max_body(),
-            lowercase_user_agent_host: None,
+            mark_responses: true,
         }
     }
 }
@@ -727,6 +738,8 @@ ip = "198.18.0.2"
         let p = c.policy().unwrap();
         assert_eq!(p.rules.len(), 2);
         assert_eq!(p.rules[1].vpc_endpoint_id, Some(0x0123456789abcdef0));
+        assert_eq!(c.plugin.len(), 1);
+        assert_eq!(c.plugins.callback_deadline_ms, 50);
     }
 
     #[test]

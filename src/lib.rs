@@ -11,6 +11,7 @@ pub mod gen;
 pub mod gwlb;
 pub mod intercept;
 pub mod pcap;
+pub mod plugin;
 pub mod run;
 pub mod tls;
 pub mod worker;

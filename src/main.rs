@@ -32,6 +32,9 @@ enum Cmd {
     /// The root CA of TLS interception.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// proxy-wasm plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Check a configuration file and print the EAL arguments it gives.
     CheckConfig {
         #[arg(long, short)]
@@ -57,6 +60,13 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Check a .wasm file against the host: the proxy-wasm ABI it exports, any import the host
+    /// lacks, any export the host needs that it lacks. Exits 1 when it cannot run.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +141,12 @@ fn main() -> Result<()> {
         }
         Cmd::Gwlb { config, stats, duration, counters_out, pcap } => {
             flowdog::gwlb::run(&flowdog::gwlb::GwlbOptions { config, stats, duration, counters_out, pcap })
+        }
+        Cmd::Plugin(PluginCmd::Check { file }) => {
+            if !flowdog::plugin::check_file(&file)? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Ca(CaCmd::Init { out, kms_key_id, kms_endpoint_url, kms_region, common_name, days, force }) => {
             use flowdog::tls::{ca, kms::KmsKey};

@@ -3,7 +3,7 @@
 
 use crate::config::{parse_hex, parse_mac, Config};
 use crate::control::{ControlIf, Health};
-use crate::intercept::hook::{host_only, Builtin};
+use crate::intercept::hook::Builtin;
 use crate::intercept::tls::TlsCtx;
 use crate::intercept::Interceptor;
 use crate::worker::{ControlLink, Timers, Worker};
@@ -52,6 +52,21 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             t.mint_stats.intermediate_not_after.load(Ordering::Relaxed)
         );
     }
+    // The plugins too: each is compiled and started once here, so a module that cannot run or
+    // refuses its configuration stops the start with the plugin's name and why.
+    let n_workers = cfg.workers.cpus.len();
+    let (plugin_events, plugin_log) = crate::plugin::log_thread(4096).context("starting the plugin log thread")?;
+    let (plugins, plugin_calls) = if cfg.plugin.is_empty() {
+        (None, None)
+    } else {
+        let (p, calls) = crate::plugin::Plugins::load(&cfg.plugins, &cfg.plugin, n_workers, plugin_events.clone())
+            .with_context(|| format!("{origin}: [[plugin]]"))?;
+        let names: Vec<&str> = p.chain.iter().map(|i| i.name.as_str()).collect();
+        eprintln!("flowdog: plugins: {}", names.join(" -> "));
+        (Some(Arc::new(p)), calls)
+    };
+    let plugin_events_dropped = plugin_events.dropped.clone();
+    drop(plugin_events);
     let args = cfg.eal_args();
     eprintln!("flowdog: EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).context("starting DPDK's EAL")?;
@@ -165,14 +180,27 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             pools[i],
         );
         let icfg = cfg.intercept.settings(cfg.port.mbuf_data_room, cfg.flows.tcp_idle_timeout_secs);
-        let builtin =
-            Builtin { lowercase_user_agent_host: cfg.intercept.lowercase_user_agent_host.as_deref().map(host_only) };
+        let builtin = Builtin { mark_responses: cfg.intercept.mark_responses };
+        let worker_plugins = plugins.clone();
         let seed = rdtsc() ^ ((i as u64) << 56);
         let tls_ctx = match &tls {
             Some(t) => Some(TlsCtx::new(t.shared.clone()).context("the workers' TLS session state")?),
             None => None,
         };
-        eal.launch(lcores[i], move || w.run(|| Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed)))?;
+        eal.launch(lcores[i], move || {
+            w.run(|| {
+                // The instances are made on the worker's own thread, where they stay.
+                let vms = match worker_plugins.map(|p| p.instantiate(i, false)) {
+                    Some(Ok(v)) => v,
+                    Some(Err(e)) => {
+                        eprintln!("flowdog: worker {i}: the plugins: {e:#}");
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed).with_plugins(vms)
+            })
+        })?;
     }
     println!(
         "flowdog: ready: {n} worker(s) on CPUs {:?}, port {} ({}), appliance {} / {}, {} flows per worker",
@@ -280,7 +308,18 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if let Some(path) = &opts.counters_out {
         write_counters(path, &slots, xstats, &control_named)?;
     }
-    // The workers are gone: the minter and the event writer see their last sender go and end.
+    // The workers are gone, and with them the plugin instances: the call and log threads see
+    // their last sender go and end.
+    drop(plugins);
+    if let Some(h) = plugin_calls {
+        let _ = h.join();
+    }
+    let _ = plugin_log.join();
+    let dropped = plugin_events_dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        println!("  {:<28} {dropped}", "plugin_log_dropped");
+    }
+    // The minter and the event writer see their last sender go and end.
     if let Some(t) = tls {
         drop(t.shared);
         for h in t.threads {

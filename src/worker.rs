@@ -228,6 +228,7 @@ impl Worker {
         }
         if now.wrapping_sub(self.last_tick) >= self.tick_ticks {
             self.fast.tick(now);
+            icpt.poll_plugins();
             self.last_tick = now;
         }
         if now.wrapping_sub(self.last_publish) >= self.publish_ticks {
@@ -370,6 +371,8 @@ impl Worker {
         c.tls_upstream_rejected = h.tls_upstream_rejected.get();
         c.tls_upstream_failed = h.tls_upstream_failed.get();
         c.tls_mint_failed = h.tls_mint_failed.get();
+        c.plugin_stopped = h.plugin_failures.get();
+        (c.plugin_calls, c.plugin_failures) = icpt.plugin_counts();
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =

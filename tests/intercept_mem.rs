@@ -194,6 +194,8 @@ struct Net {
     server: Peer,
     fast: FastPath,
     icpt: Interceptor,
+    /// The plugin chain's engine (header_case, the real wasm plugin), alive as long as the net.
+    _plugins: flowdog::plugin::Plugins,
     /// Frames the appliance sent (to GWLB), delivered at the end of the round.
     to_gwlb: Vec<Vec<u8>>,
     /// Packets of the appliance that had no outer header for their direction (lost).
@@ -234,15 +236,28 @@ impl Net {
             },
         );
         // The configuration's defaults (64 KiB leg buffers, the MTU a 2 176-byte mbuf allows).
-        let host = "www.example";
-        let section = InterceptSection { lowercase_user_agent_host: Some(host.into()), ..Default::default() };
-        let hook = Builtin { lowercase_user_agent_host: Some(host.into()) };
-        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), None, 42);
+        // The rewrite is the header_case plugin (scripts/build-plugins.sh builds it) for one host.
+        let wasm = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("wasm-plugins/target/wasm32-wasip1/release/header_case.wasm");
+        assert!(wasm.exists(), "{} is missing: run scripts/build-plugins.sh", wasm.display());
+        let entry: flowdog::plugin::PluginEntry = toml::from_str(&format!(
+            "name = \"header_case\"\nfile = \"{}\"\nconfiguration = '{{\"hosts\": [\"www.example\"]}}'",
+            wasm.display()
+        ))
+        .unwrap();
+        let settings: flowdog::plugin::PluginsSection = toml::from_str("callback_deadline_ms = 2000").unwrap();
+        let (events, _) = flowdog::plugin::test_events();
+        let (plugins, _) = flowdog::plugin::Plugins::load(&settings, &[entry], 1, events).expect("header_case loads");
+        let vms = plugins.instantiate(0, true).expect("header_case starts");
+        let section = InterceptSection::default();
+        let hook = Builtin { mark_responses: true };
+        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), None, 42).with_plugins(vms);
         Net {
             client: Peer::new("client", client, CLIENT, 1, now),
             server: Peer::new("server", server, SERVER, 2, now),
             fast,
             icpt,
+            _plugins: plugins,
             to_gwlb: Vec::new(),
             no_header: 0,
             round: 0,

@@ -22,6 +22,16 @@ pub struct FlowInfo {
     pub attachment_id: u64,
     pub flow_cookie: u32,
     pub worker: usize,
+    /// Set once the flow's TLS was intercepted.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the client's TLS handshake with the appliance said.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub sni: Option<String>,
+    /// "TLSv1.3" or "TLSv1.2".
+    pub version: &'static str,
 }
 
 /// The request a response answers (its head as sent upstream, after the hook).
@@ -93,14 +103,11 @@ pub trait Hook {
     fn on_ws_message(&self, _flow: &FlowInfo, _msg: &WsMessage<'_>) {}
 }
 
-/// The seed's simplest rewrite, built in until plugins replace it: requests to one host are
-/// sent upstream with a lowercase `user-agent` header name, and every intercepted response gets
-/// `x-flowdog: 1`.
+/// The appliance's own mark: every intercepted response gets `x-flowdog: 1`, so a client can
+/// see its traffic went through the proxy (like `Via`). The rewrites themselves are plugins.
 #[derive(Debug, Clone, Default)]
 pub struct Builtin {
-    /// Requests to this host (Host header or authority, port ignored, case-insensitive) get the
-    /// lowercase header name. None: no request is rewritten.
-    pub lowercase_user_agent_host: Option<String>,
+    pub mark_responses: bool,
 }
 
 /// The host part of a Host header or authority: the port and an IPv6 literal's brackets
@@ -125,20 +132,10 @@ pub fn request_host(req: &http::request::Parts) -> Option<String> {
 }
 
 impl Hook for Builtin {
-    fn on_request(&self, _flow: &FlowInfo, req: &mut http::request::Parts) -> Decision {
-        let Some(want) = &self.lowercase_user_agent_host else { return Decision::Continue };
-        if req.headers.contains_key(http::header::USER_AGENT) && request_host(req).as_deref() == Some(want.as_str()) {
-            // hyper writes header names as the client sent them from a case map it keeps in the
-            // request's extensions; without it, every name goes out as `http` stores it:
-            // lowercase. The map is private to hyper, so the request's extensions go (after the
-            // proxy took out what it needs from them, the upgrade).
-            req.extensions.clear();
-        }
-        Decision::Continue
-    }
-
     fn on_response(&self, _flow: &FlowInfo, _req: &RequestInfo, resp: &mut http::response::Parts) -> Decision {
-        resp.headers.insert("x-flowdog", HeaderValue::from_static("1"));
+        if self.mark_responses {
+            resp.headers.insert("x-flowdog", HeaderValue::from_static("1"));
+        }
         Decision::Continue
     }
 }
@@ -156,8 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn builtin_marks_responses_and_matches_the_host() {
-        let b = Builtin { lowercase_user_agent_host: Some("www.lab".into()) };
+    fn builtin_marks_responses() {
         let flow = FlowInfo {
             client: "198.18.1.10:40000".parse().unwrap(),
             server: "198.18.2.10:80".parse().unwrap(),
@@ -165,28 +161,13 @@ mod tests {
             attachment_id: 0,
             flow_cookie: 7,
             worker: 0,
+            tls: None,
         };
-        let (mut req, _) = http::Request::get("/")
-            .header("Host", "www.lab:80")
-            .header("User-Agent", "curl")
-            .body(())
-            .unwrap()
-            .into_parts();
-        req.extensions.insert(5u32);
-        assert!(matches!(b.on_request(&flow, &mut req), Decision::Continue));
-        assert!(req.extensions.get::<u32>().is_none(), "the case map goes for the configured host");
-        let (mut other, _) = http::Request::get("/")
-            .header("Host", "img.lab")
-            .header("User-Agent", "curl")
-            .body(())
-            .unwrap()
-            .into_parts();
-        other.extensions.insert(5u32);
-        b.on_request(&flow, &mut other);
-        assert!(other.extensions.get::<u32>().is_some(), "other hosts keep their header case");
-        let (mut resp, _) = http::Response::new(()).into_parts();
         let ri = RequestInfo { method: Method::GET, uri: Uri::from_static("/"), host: None };
-        b.on_response(&flow, &ri, &mut resp);
+        let (mut resp, _) = http::Response::new(()).into_parts();
+        Builtin { mark_responses: false }.on_response(&flow, &ri, &mut resp);
+        assert!(resp.headers.get("x-flowdog").is_none());
+        Builtin { mark_responses: true }.on_response(&flow, &ri, &mut resp);
         assert_eq!(resp.headers["x-flowdog"], "1");
     }
 }

@@ -163,7 +163,8 @@ impl Interceptor {
         tls: Option<tls::TlsCtx>,
         seed: u64,
     ) -> Interceptor {
-        let ctx = Rc::new(Ctx { hook, stats: Rc::new(Stats::default()), max_body: cfg.max_body, tls });
+        let ctx =
+            Rc::new(Ctx { hook, plugins: Vec::new(), stats: Rc::new(Stats::default()), max_body: cfg.max_body, tls });
         Interceptor {
             pairs: HashMap::with_capacity(cfg.max_flows),
             cfg,
@@ -177,6 +178,36 @@ impl Interceptor {
             last_sweep: Instant::ZERO,
             counters: TcpCounters::default(),
         }
+    }
+
+    /// The plugin chain's instances on this worker, in order.
+    pub fn with_plugins(mut self, plugins: Vec<Rc<RefCell<crate::plugin::vm::Vm>>>) -> Interceptor {
+        if let Some(ctx) = Rc::get_mut(&mut self.ctx) {
+            ctx.plugins = plugins;
+        }
+        self
+    }
+
+    /// Plugin timers and queues (`on_tick`, `on_queue_ready`); the worker calls this on its
+    /// own tick.
+    pub fn poll_plugins(&mut self) {
+        if self.ctx.plugins.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        for vm in &self.ctx.plugins {
+            if let Ok(mut v) = vm.try_borrow_mut() {
+                v.poll(now);
+            }
+        }
+    }
+
+    /// Plugin callbacks run and plugin failures on this worker.
+    pub fn plugin_counts(&self) -> (u64, u64) {
+        self.ctx.plugins.iter().fold((0, 0), |(c, f), vm| {
+            let v = vm.borrow();
+            (c + v.calls_made, f + v.traps)
+        })
     }
 
     pub fn when_full(&self) -> WhenFull {
@@ -301,6 +332,7 @@ impl Interceptor {
             attachment_id: ids.attachment_id,
             flow_cookie: ids.flow_cookie,
             worker: self.worker,
+            tls: None,
         };
         self.counters.created += 1;
         self.pairs.insert(

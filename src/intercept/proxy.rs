@@ -15,9 +15,9 @@ use super::hook::{request_host, Decision, FlowInfo, Hook, LocalResponse, Request
 use super::tcp::{LegStream, PairIo, Side};
 use super::tls::TlsCtx;
 use super::ws;
+use crate::plugin::http::{stop_status, through, Exchange, Stop};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::cell::{Cell, RefCell};
@@ -27,8 +27,36 @@ use std::pin::pin;
 use std::rc::Rc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every body the proxy sends: a peer's, streamed, or one it made.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Every body the proxy sends: a peer's, streamed, one it made, or one out of the plugin chain.
+/// Boxed without `Send`: bodies live on their worker (hyper's connections there run on the
+/// worker's own executor and never ask for `Send`).
+pub struct ProxyBody(std::pin::Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError>>>);
+
+impl ProxyBody {
+    pub fn new(b: impl http_body::Body<Data = Bytes, Error = BoxError> + 'static) -> ProxyBody {
+        ProxyBody(Box::pin(b))
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -54,6 +82,8 @@ pub struct Stats {
     pub tls_upstream_rejected: Cell<u64>,
     pub tls_upstream_failed: Cell<u64>,
     pub tls_mint_failed: Cell<u64>,
+    /// Exchanges a plugin failed closed or closed itself.
+    pub plugin_failures: Cell<u64>,
 }
 
 pub fn bump(c: &Cell<u64>) {
@@ -63,6 +93,8 @@ pub fn bump(c: &Cell<u64>) {
 /// What every proxy task of one worker shares.
 pub struct Ctx {
     pub hook: Rc<dyn Hook>,
+    /// The plugin chain's instances on this worker, in order (empty: no plugins).
+    pub plugins: Vec<Rc<RefCell<crate::plugin::vm::Vm>>>,
     pub stats: Rc<Stats>,
     /// Largest body collected whole for the hook.
     pub max_body: usize,
@@ -85,17 +117,23 @@ impl Io for LegStream {
 /// One intercepted connection.
 pub struct Conn {
     pub ctx: Rc<Ctx>,
-    pub flow: FlowInfo,
+    pub flow: Rc<FlowInfo>,
     /// The connection switched to WebSocket (a 101 answering `Upgrade: websocket`).
     websocket: Cell<bool>,
 }
 
+impl Conn {
+    pub fn new(ctx: Rc<Ctx>, flow: FlowInfo) -> Conn {
+        Conn { ctx, flow: Rc::new(flow), websocket: Cell::new(false) }
+    }
+}
+
 fn full(b: impl Into<Bytes>) -> ProxyBody {
-    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
+    ProxyBody::new(Full::new(b.into()).map_err(|e: Infallible| match e {}))
 }
 
 fn streamed(b: Incoming) -> ProxyBody {
-    b.map_err(BoxError::from).boxed_unsync()
+    ProxyBody::new(b.map_err(BoxError::from))
 }
 
 fn local(r: LocalResponse) -> Response<ProxyBody> {
@@ -148,7 +186,7 @@ pub async fn proxy(pair: Rc<RefCell<PairIo>>, ctx: Rc<Ctx>, flow: FlowInfo) {
         })
     })
     .await;
-    let conn = Rc::new(Conn { ctx, flow, websocket: Cell::new(false) });
+    let conn = Rc::new(Conn::new(ctx, flow));
     let handed_over = if flowdog_wire::tls::looks_like_tls(&head) == Some(true) {
         super::tls::serve(client, upstream, conn).await
     } else if head == H2_PREFACE {
@@ -237,7 +275,15 @@ pub async fn h1<C: Io, U: Io>(client: C, upstream: U, conn: Rc<Conn>) -> bool {
             poll_fn(|cx| upstream_done.poll_set(cx)).await;
             let Some((s_io, s_buf)) = upstream_parts.borrow_mut().take() else { return false };
             let websocket = conn.websocket.get();
-            spawn(ws::relay(client.io, client.read_buf, s_io, s_buf, websocket, conn.ctx.clone(), conn.flow.clone()));
+            spawn(ws::relay(
+                client.io,
+                client.read_buf,
+                s_io,
+                s_buf,
+                websocket,
+                conn.ctx.clone(),
+                (*conn.flow).clone(),
+            ));
             true
         }
         Ok(()) => false,
@@ -276,6 +322,25 @@ pub async fn h2<C: Io, U: Io>(client: C, upstream: U, conn: Rc<Conn>) -> bool {
     false
 }
 
+/// What the client gets when the plugin chain stopped an exchange (counted).
+fn stopped(ctx: &Ctx, stop: Stop) -> Response<ProxyBody> {
+    match stop {
+        Stop::Local(l) => {
+            bump(&ctx.stats.local_responses);
+            local(*l)
+        }
+        other => {
+            bump(&ctx.stats.plugin_failures);
+            let (code, text) = stop_status(&other);
+            let mut r = status(code, text);
+            if matches!(other, Stop::Closed(_)) {
+                r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            r
+        }
+    }
+}
+
 /// What the client gets instead when the hook answers or blocks (counted); None: go on.
 fn answer(ctx: &Ctx, d: Decision) -> Option<Response<ProxyBody>> {
     match d {
@@ -291,7 +356,7 @@ fn answer(ctx: &Ctx, d: Decision) -> Option<Response<ProxyBody>> {
     }
 }
 
-/// One request: the hook, upstream, the hook again.
+/// One request: the hook, the plugin chain, upstream, the chain and the hook again.
 async fn handle(
     req: Request<Incoming>,
     up: Upstream,
@@ -310,20 +375,19 @@ async fn handle(
     if let Some(r) = answer(ctx, ctx.hook.on_request(flow, &mut parts)) {
         return Ok(r);
     }
-    let body = if ctx.hook.wants_request_body(flow, &parts) {
-        let mut whole = match Limited::new(body, ctx.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return Ok(status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large to inspect\n")),
-        };
-        if let Some(r) = answer(ctx, ctx.hook.on_request_body(flow, &parts, &mut whole)) {
-            return Ok(r);
-        }
-        // The length changed with the body, or the client sent it chunked: say the new one.
-        parts.headers.remove(http::header::TRANSFER_ENCODING);
-        parts.headers.insert(http::header::CONTENT_LENGTH, whole.len().into());
-        full(whole)
-    } else {
-        streamed(body)
+    let ex = (!ctx.plugins.is_empty()).then(|| Rc::new(Exchange::new(&ctx.plugins, conn.flow.clone())));
+    let (parts, body) = match &ex {
+        Some(ex) => match through(ex, parts, body).await {
+            Ok((p, b)) => {
+                ex.request_sent(&p);
+                (p, b)
+            }
+            Err(stop) => return Ok(stopped(ctx, stop)),
+        },
+        None => match hook_request_body(ctx, flow, parts, body).await {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
+        },
     };
     let info = RequestInfo { method: parts.method.clone(), uri: parts.uri.clone(), host: request_host(&parts) };
     let resp = match up.send(Request::from_parts(parts, body)).await {
@@ -348,6 +412,12 @@ async fn handle(
     if let Some(r) = answer(ctx, ctx.hook.on_response(flow, &info, &mut rp)) {
         return Ok(r);
     }
+    if let Some(ex) = &ex {
+        return Ok(match through(ex, rp, rbody).await {
+            Ok((rp, b)) => Response::from_parts(rp, b),
+            Err(stop) => stopped(ctx, stop),
+        });
+    }
     if ctx.hook.wants_response_body(flow, &info, &rp) {
         let mut whole = match Limited::new(rbody, ctx.max_body).collect().await {
             Ok(b) => b.to_bytes(),
@@ -364,6 +434,30 @@ async fn handle(
         return Ok(Response::from_parts(rp, full(whole)));
     }
     Ok(Response::from_parts(rp, streamed(rbody)))
+}
+
+/// The request body for the hook: collected whole when it asks (capped: 413 beyond), else
+/// streamed. Err: the answer the client gets instead.
+async fn hook_request_body(
+    ctx: &Ctx,
+    flow: &FlowInfo,
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Result<(http::request::Parts, ProxyBody), Response<ProxyBody>> {
+    if !ctx.hook.wants_request_body(flow, &parts) {
+        return Ok((parts, streamed(body)));
+    }
+    let mut whole = match Limited::new(body, ctx.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large to inspect\n")),
+    };
+    if let Some(r) = answer(ctx, ctx.hook.on_request_body(flow, &parts, &mut whole)) {
+        return Err(r);
+    }
+    // The length changed with the body, or the client sent it chunked: say the new one.
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts.headers.insert(http::header::CONTENT_LENGTH, whole.len().into());
+    Ok((parts, full(whole)))
 }
 
 /// Reads some bytes from a hyper stream: 0 at the end.

@@ -16,6 +16,7 @@
 //!
 //! Session secrets of both legs go to the key log when one is configured.
 
+use super::hook::{FlowInfo, TlsInfo};
 use super::proxy::{self, bump, Conn, Io};
 use super::tcp::LegStream;
 use crate::tls::events::{Cause, Events, Failure};
@@ -257,7 +258,7 @@ pub(super) async fn serve(client: LegStream, upstream: LegStream, conn: Rc<Conn>
     let Some(tls) = ctx.tls.as_ref() else {
         // No CA configured: nothing to answer with; the bytes pass through.
         bump(&stats.tls_no_ca);
-        super::ws::relay(client, Bytes::new(), upstream, Bytes::new(), false, ctx.clone(), conn.flow.clone()).await;
+        super::ws::relay(client, Bytes::new(), upstream, Bytes::new(), false, ctx.clone(), (*conn.flow).clone()).await;
         return true;
     };
     let sh = &tls.shared;
@@ -293,7 +294,8 @@ pub(super) async fn serve(client: LegStream, upstream: LegStream, conn: Rc<Conn>
     if let Some(s) = sni {
         if sh.exclude.iter().any(|p| p.matches(s)) {
             bump(&stats.tls_excluded);
-            super::ws::relay(client, Bytes::new(), upstream, Bytes::new(), false, ctx.clone(), conn.flow.clone()).await;
+            super::ws::relay(client, Bytes::new(), upstream, Bytes::new(), false, ctx.clone(), (*conn.flow).clone())
+                .await;
             return true;
         }
     }
@@ -361,6 +363,13 @@ pub(super) async fn serve(client: LegStream, upstream: LegStream, conn: Rc<Conn>
         return false;
     };
     bump(&stats.tls_intercepted);
+    // What the plugins read as connection.requested_server_name and connection.tls_version.
+    let version = match accepted.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLSv1.3",
+    };
+    let info = TlsInfo { sni: sni.map(str::to_owned), version };
+    let conn = Rc::new(Conn::new(conn.ctx.clone(), FlowInfo { tls: Some(info), ..(*conn.flow).clone() }));
     let c = shared(TokioIo::new(accepted), &client);
     let u = shared(TokioIo::new(up), &upstream);
     if h2 {

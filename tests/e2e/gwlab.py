@@ -15,6 +15,20 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FLOWDOG = os.environ.get("FLOWDOG_BIN", str(ROOT / "target" / "debug" / "flowdog"))
 LAB = str(ROOT / "scripts" / "lab.sh")
+# scripts/build-plugins.sh builds them here (scripts/test.sh runs it first).
+PLUGINS = ROOT / "wasm-plugins" / "target" / "wasm32-wasip1" / "release"
+
+
+def plugin(name, configuration=None, on_failure=None):
+    """A [[plugin]] entry of the appliance's config for the plugin `name` of wasm-plugins/."""
+    f = PLUGINS / f"{name}.wasm"
+    assert f.exists(), f"{f} is missing: run scripts/build-plugins.sh"
+    t = f'\n[[plugin]]\nname = "{name}"\nfile = "{f}"\n'
+    if configuration is not None:
+        t += f"configuration = '{configuration}'\n"
+    if on_failure is not None:
+        t += f'on_failure = "{on_failure}"\n'
+    return t
 
 
 def sh(*args, check=True, env=None, timeout=120, **kw):

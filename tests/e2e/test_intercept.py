@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gwlab import GwLab, Proc
+from gwlab import GwLab, Proc, plugin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,10 +43,9 @@ dst_ports = "9"
 action = "intercept"
 
 [intercept]
-lowercase_user_agent_host = "www.lab.test"
 # The unreachable test's upstream SYNs stop after this (the client gave up long before).
 connect_timeout_secs = 10
-"""
+""" + plugin("header_case", '{"hosts": ["www.lab.test"]}')
 
 
 @pytest.fixture(scope="module")

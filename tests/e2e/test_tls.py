@@ -25,8 +25,6 @@ protocol = "tcp"
 dst_ports = "7"
 action = "intercept"
 
-[intercept]
-lowercase_user_agent_host = "www.lab.test"
 """
 
 

@@ -197,6 +197,11 @@ counters! {
     tls_upstream_failed,
     /// Leaves the control plane could not mint, or whose request found its queue full.
     tls_mint_failed,
+    /// Plugin callbacks run, plugin failures (traps, deadlines, refusals to start), and
+    /// exchanges a plugin stopped with a 500 (on_failure = "closed") or closed.
+    plugin_calls,
+    plugin_failures,
+    plugin_stopped,
 }
 
 impl Counters {
