@@ -61,11 +61,20 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     } else {
         let (p, calls) = crate::plugin::Plugins::load(&cfg.plugins, &cfg.plugin, n_workers, plugin_events.clone())
             .with_context(|| format!("{origin}: [[plugin]]"))?;
-        let names: Vec<&str> = p.chain.iter().map(|i| i.name.as_str()).collect();
-        eprintln!("flowdog: plugins: {}", names.join(" -> "));
+        eprintln!("flowdog: plugins: {}", p.names());
         (Some(Arc::new(p)), calls)
     };
     let plugin_events_dropped = plugin_events.dropped.clone();
+    // Reloaded chains reach each worker through its handoff (crate::plugin::reload).
+    let handoffs: Vec<crate::plugin::reload::Handoff> = (0..n_workers).map(|_| Default::default()).collect();
+    let watcher = crate::plugin::reload::Watcher::new(
+        opts.config.clone(),
+        n_workers,
+        handoffs.clone(),
+        plugin_events.clone(),
+        plugins.clone(),
+        &cfg,
+    );
     drop(plugin_events);
     let args = cfg.eal_args();
     eprintln!("flowdog: EAL arguments: {}", args.join(" "));
@@ -182,6 +191,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let icfg = cfg.intercept.settings(cfg.port.mbuf_data_room, cfg.flows.tcp_idle_timeout_secs);
         let builtin = Builtin { mark_responses: cfg.intercept.mark_responses };
         let worker_plugins = plugins.clone();
+        let reloads = handoffs[i].clone();
         let seed = rdtsc() ^ ((i as u64) << 56);
         let tls_ctx = match &tls {
             Some(t) => Some(TlsCtx::new(t.shared.clone()).context("the workers' TLS session state")?),
@@ -190,7 +200,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         eal.launch(lcores[i], move || {
             w.run(|| {
                 // The instances are made on the worker's own thread, where they stay.
-                let vms = match worker_plugins.map(|p| p.instantiate(i, false)) {
+                let vms = match worker_plugins.as_ref().map(|p| p.instantiate(i, false)) {
                     Some(Ok(v)) => v,
                     Some(Err(e)) => {
                         eprintln!("flowdog: worker {i}: the plugins: {e:#}");
@@ -198,7 +208,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                     }
                     None => Vec::new(),
                 };
-                Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed).with_plugins(vms)
+                let generation = worker_plugins.map_or(0, |p| p.generation);
+                Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed)
+                    .with_plugins(vms, generation)
+                    .with_reloads(reloads)
             })
         })?;
     }
@@ -212,6 +225,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         cfg.flows.capacity
     );
     std::io::stdout().flush().ok();
+    let watch = crate::plugin::reload::start(watcher, stop.clone()).context("starting the plugin watcher")?;
 
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
@@ -308,8 +322,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if let Some(path) = &opts.counters_out {
         write_counters(path, &slots, xstats, &control_named)?;
     }
-    // The workers are gone, and with them the plugin instances: the call and log threads see
-    // their last sender go and end.
+    // The workers are gone, and with them the plugin instances; the watcher sees `stop` and
+    // ends: the call and log threads see their last sender go and end.
+    if let Some(h) = watch {
+        let _ = h.join();
+    }
+    drop(handoffs);
     drop(plugins);
     if let Some(h) = plugin_calls {
         let _ = h.join();

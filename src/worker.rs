@@ -373,6 +373,7 @@ impl Worker {
         c.tls_mint_failed = h.tls_mint_failed.get();
         c.plugin_stopped = h.plugin_failures.get();
         (c.plugin_calls, c.plugin_failures) = icpt.plugin_counts();
+        c.plugin_reloads = icpt.plugin_reloads;
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =

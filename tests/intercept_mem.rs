@@ -251,7 +251,7 @@ impl Net {
         let vms = plugins.instantiate(0, true).expect("header_case starts");
         let section = InterceptSection::default();
         let hook = Builtin { mark_responses: true };
-        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), None, 42).with_plugins(vms);
+        let icpt = Interceptor::new(section.settings(2176, 350), 0, Rc::new(hook), None, 42).with_plugins(vms, 1);
         Net {
             client: Peer::new("client", client, CLIENT, 1, now),
             server: Peer::new("server", server, SERVER, 2, now),

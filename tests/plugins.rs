@@ -102,7 +102,7 @@ fn response(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
 #[test]
 fn every_host_function_answers_with_the_spec_status() {
     let c = chain(&[("hostcalls", "hostcalls-config", OnFailure::Closed)], relaxed());
-    let ex = Exchange::new(&c.vms, flow());
+    let ex = Exchange::new(&c.vms, flow(), 1 << 20);
     let r = block_on(async move {
         ex.head(request("/hostcalls", &[("Host", "www.lab.test"), ("User-Agent", "t")]), true).await
     });
@@ -227,7 +227,7 @@ fn every_host_function_answers_with_the_spec_status() {
 #[test]
 fn header_case_lowercases_the_user_agent_name_for_its_hosts() {
     let c = chain(&[("header_case", r#"{"hosts": ["www.lab.test"]}"#, OnFailure::Closed)], relaxed());
-    let (a, b) = (Rc::new(Exchange::new(&c.vms, flow())), Rc::new(Exchange::new(&c.vms, flow())));
+    let (a, b) = (Rc::new(Exchange::new(&c.vms, flow(), 1 << 20)), Rc::new(Exchange::new(&c.vms, flow(), 1 << 20)));
     let (ours, other) = block_on(async move {
         let mut ours = request("/", &[("Host", "WWW.lab.test:8080"), ("User-Agent", "curl/8")]);
         ours.extensions.insert(7u32); // stands for hyper's header-case map
@@ -246,7 +246,7 @@ fn header_case_lowercases_the_user_agent_name_for_its_hosts() {
 #[test]
 fn geneve_headers_carry_the_flow_metadata_and_replace_forged_ones() {
     let c = chain(&[("geneve_headers", "", OnFailure::Closed)], relaxed());
-    let ex = Exchange::new(&c.vms, flow());
+    let ex = Exchange::new(&c.vms, flow(), 1 << 20);
     let p = block_on(async move {
         ex.head(request("/", &[("Host", "x"), ("X-Gwlb-Flow-Cookie", "forged")]), true).await.unwrap().unwrap()
     });
@@ -264,7 +264,7 @@ const STS: &str = "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/
 #[test]
 fn sts_rickroll_rewrites_the_user_id_and_fixes_the_length() {
     let c = chain(&[("sts_rickroll", r#"{"user_id": "RICK"}"#, OnFailure::Closed)], relaxed());
-    let ex = Rc::new(Exchange::new(&c.vms, flow()));
+    let ex = Rc::new(Exchange::new(&c.vms, flow(), 1 << 20));
     let (head, body) = block_on(async move {
         let req = ex.head(request("/", &[("Host", "sts.lab.test")]), false).await.unwrap().unwrap();
         ex.request_sent(&req);
@@ -297,8 +297,8 @@ fn a_trap_fails_its_request_only_and_the_instance_comes_back() {
     let c = chain(&[("misbehave", "", OnFailure::Open)], relaxed());
     let vms = c.vms.clone();
     let (trapped, after) = block_on(async move {
-        let trapped = Exchange::new(&vms, flow()).head(request("/trap", &[("Host", "x")]), true).await;
-        let after = Exchange::new(&vms, flow()).head(request("/ok", &[("Host", "x")]), true).await;
+        let trapped = Exchange::new(&vms, flow(), 1 << 20).head(request("/trap", &[("Host", "x")]), true).await;
+        let after = Exchange::new(&vms, flow(), 1 << 20).head(request("/ok", &[("Host", "x")]), true).await;
         (trapped, after)
     });
     let p = trapped.expect("fail open: the request goes on").unwrap();
@@ -316,23 +316,131 @@ fn fail_closed_answers_500_and_loops_hit_the_deadline() {
     let c = chain(&[("misbehave", "", OnFailure::Closed)], settings);
     let vms = c.vms.clone();
     let t0 = Instant::now();
-    let r = block_on(async move { Exchange::new(&vms, flow()).head(request("/loop", &[("Host", "x")]), true).await });
+    let r =
+        block_on(
+            async move { Exchange::new(&vms, flow(), 1 << 20).head(request("/loop", &[("Host", "x")]), true).await },
+        );
     assert!(matches!(r, Err(Stop::Failed(ref n)) if n == "misbehave"), "{r:?}");
     assert!(t0.elapsed() < Duration::from_secs(5), "the deadline stopped the loop");
     assert!(failures(&c.events)[0].contains("deadline"));
     // Memory: the instance may not grow past the limit.
     let vms = c.vms.clone();
-    let r = block_on(async move { Exchange::new(&vms, flow()).head(request("/alloc", &[("Host", "x")]), true).await });
+    let r =
+        block_on(
+            async move { Exchange::new(&vms, flow(), 1 << 20).head(request("/alloc", &[("Host", "x")]), true).await },
+        );
     assert!(matches!(r, Err(Stop::Failed(_))), "{r:?}");
     // A third failure within the window disables the plugin on this worker; fail closed, its
     // requests now get the 500 without running it.
     let vms = c.vms.clone();
-    let r = block_on(async move { Exchange::new(&vms, flow()).head(request("/trap", &[("Host", "x")]), true).await });
+    let r =
+        block_on(
+            async move { Exchange::new(&vms, flow(), 1 << 20).head(request("/trap", &[("Host", "x")]), true).await },
+        );
     assert!(matches!(r, Err(Stop::Failed(_))));
     let f = failures(&c.events);
     assert!(f.iter().any(|x| x == "disabled after 3"), "{f:?}");
     assert!(c.vms[0].borrow().disabled);
     let vms = c.vms.clone();
-    let r = block_on(async move { Exchange::new(&vms, flow()).head(request("/ok", &[("Host", "x")]), true).await });
+    let r = block_on(
+        async move { Exchange::new(&vms, flow(), 1 << 20).head(request("/ok", &[("Host", "x")]), true).await },
+    );
     assert!(matches!(r, Err(Stop::Failed(_))), "disabled and closed: {r:?}");
+}
+
+#[test]
+fn a_plugin_holding_more_than_max_body_stops_the_exchange() {
+    let c = chain(&[("sts_rickroll", "", OnFailure::Closed)], relaxed());
+    let ex = Rc::new(Exchange::new(&c.vms, flow(), 1000));
+    let r = block_on(async move {
+        let req = ex.head(request("/", &[("Host", "sts.lab.test")]), true).await.unwrap().unwrap();
+        ex.request_sent(&req);
+        assert!(ex.head(response(200, &[("Content-Type", "text/xml")]), false).await.unwrap().is_none());
+        ex.data::<http::response::Parts>(Bytes::from(vec![b'x'; 600]), false).await.map(|_| ())?;
+        ex.data::<http::response::Parts>(Bytes::from(vec![b'x'; 600]), false).await.map(|_| ())
+    });
+    assert!(matches!(r, Err(Stop::TooLarge(ref n)) if n == "sts_rickroll"), "{r:?}");
+}
+
+/// A config for the watcher's tests: the minimum the appliance needs, then `chain`.
+fn config_with(chain: &str) -> String {
+    format!(
+        "[eal]\nargs = [\"--no-pci\"]\nvdevs = [\"net_null0\"]\n[port]\nname = \"net_null0\"\n\
+         [appliance]\nip = \"198.18.0.2\"\n[plugins]\nwatch_interval_ms = 10\ncallback_deadline_ms = 2000\n{chain}"
+    )
+}
+
+fn entry(name: &str, file: &std::path::Path, configuration: &str) -> String {
+    format!("[[plugin]]\nname = \"{name}\"\nfile = \"{}\"\nconfiguration = '{configuration}'\n", file.display())
+}
+
+/// Looks until the watcher acts (a change is taken once two looks agree) or `n` looks pass.
+fn look_until(w: &mut flowdog::plugin::reload::Watcher, n: usize) -> Option<u64> {
+    (0..n).find_map(|_| w.look())
+}
+
+#[test]
+fn the_watcher_reloads_a_changed_config_or_file_and_refuses_a_broken_one() {
+    use flowdog::plugin::reload::{Handoff, Watcher};
+    let dir = std::env::temp_dir().join(format!("flowdog-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cfg_path, wasm_path) = (dir.join("flowdog.toml"), dir.join("hc.wasm"));
+    std::fs::copy(wasm("header_case"), &wasm_path).unwrap();
+    let write = |text: String| {
+        // A different size or mtime is what the watcher sees; sizes differ between the texts.
+        std::fs::write(&cfg_path, text).unwrap();
+    };
+    write(config_with(&entry("header_case", &wasm_path, r#"{"hosts": ["a.lab.test"]}"#)));
+    let cfg = flowdog::config::Config::load(&cfg_path).unwrap();
+    let (tx, events) = test_events();
+    let (plugins, _) = Plugins::load(&cfg.plugins, &cfg.plugin, 1, tx.clone()).unwrap();
+    let plugins = std::sync::Arc::new(plugins);
+    assert_eq!(plugins.generation, 1);
+    let handoff = Handoff::default();
+    let mut w = Watcher::new(cfg_path.clone(), 1, vec![handoff.clone()], tx, Some(plugins.clone()), &cfg);
+    assert_eq!(look_until(&mut w, 3), None, "nothing changed");
+
+    // A new configuration for the plugin: generation 2, started, handed over.
+    write(config_with(&entry("header_case", &wasm_path, r#"{"hosts": ["b.lab.test", "c.lab.test"]}"#)));
+    assert_eq!(look_until(&mut w, 3), Some(2));
+    let g2 = handoff.take().expect("handed to the worker");
+    assert_eq!(
+        (g2.generation, g2.chain[0].configuration.as_slice()),
+        (2, &br#"{"hosts": ["b.lab.test", "c.lab.test"]}"#[..])
+    );
+    assert!(handoff.take().is_none());
+    // It runs: the new host list applies to a request through generation 2's instances.
+    let vms = g2.instantiate(0, true).unwrap();
+    let p = block_on(async move {
+        let ex = Exchange::new(&vms, flow(), 1 << 20);
+        ex.head(request("/", &[("Host", "b.lab.test"), ("User-Agent", "curl/8")]), true).await.unwrap().unwrap()
+    });
+    assert!(p.headers.contains_key("user-agent"));
+
+    // A broken config is refused; the running generation stays and nothing is handed over.
+    write(config_with("[[plugin]]\nname = \"x\"\n"));
+    assert_eq!(look_until(&mut w, 3), None);
+    assert!(handoff.take().is_none());
+    // So is a plugin file that is not wasm.
+    write(config_with(&entry("header_case", &dir.join("nope.wasm"), "{}")));
+    assert_eq!(look_until(&mut w, 3), None);
+    assert!(handoff.take().is_none());
+
+    // Back to a good config, then the .wasm file itself swapped for another plugin: each is a
+    // new generation.
+    write(config_with(&entry("header_case", &wasm_path, "{}")));
+    assert_eq!(look_until(&mut w, 3), Some(3));
+    std::thread::sleep(Duration::from_millis(20)); // a later mtime, whatever the file system's resolution
+    std::fs::copy(wasm("geneve_headers"), dir.join("next.wasm")).unwrap();
+    std::fs::rename(dir.join("next.wasm"), &wasm_path).unwrap();
+    assert_eq!(look_until(&mut w, 3), Some(4));
+    let g4 = handoff.take().unwrap();
+    let vms = g4.instantiate(0, true).unwrap();
+    let p = block_on(async move {
+        let ex = Exchange::new(&vms, flow(), 1 << 20);
+        ex.head(request("/", &[("Host", "x")]), true).await.unwrap().unwrap()
+    });
+    assert!(p.headers.contains_key("x-gwlb-flow-cookie"), "the new module runs: {:?}", p.headers);
+    drop(events);
+    let _ = std::fs::remove_dir_all(&dir);
 }

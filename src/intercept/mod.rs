@@ -144,6 +144,23 @@ pub struct Interceptor {
     seed: u64,
     last_sweep: Instant,
     pub counters: TcpCounters,
+    /// Where the control plane leaves a reloaded chain for this worker.
+    reloads: Option<crate::plugin::reload::Handoff>,
+    /// The running chain's generation (0: none yet), and how many reloads this worker took.
+    plugin_generation: u64,
+    pub plugin_reloads: u64,
+    /// Older generations that connections still use, and the calls and failures of the ones
+    /// already gone.
+    retired: Vec<Rc<crate::plugin::Chain>>,
+    retired_counts: (u64, u64),
+}
+
+/// Callbacks run and failures of one chain's instances.
+fn counts(chain: &crate::plugin::Chain) -> (u64, u64) {
+    chain.iter().fold((0, 0), |(c, f), vm| match vm.try_borrow() {
+        Ok(v) => (c + v.calls_made, f + v.traps),
+        Err(_) => (c, f),
+    })
 }
 
 fn addr(ipv6: bool, a: &[u8; 16]) -> IpAddr {
@@ -163,8 +180,13 @@ impl Interceptor {
         tls: Option<tls::TlsCtx>,
         seed: u64,
     ) -> Interceptor {
-        let ctx =
-            Rc::new(Ctx { hook, plugins: Vec::new(), stats: Rc::new(Stats::default()), max_body: cfg.max_body, tls });
+        let ctx = Rc::new(Ctx {
+            hook,
+            plugins: RefCell::new(Rc::new(Vec::new())),
+            stats: Rc::new(Stats::default()),
+            max_body: cfg.max_body,
+            tls,
+        });
         Interceptor {
             pairs: HashMap::with_capacity(cfg.max_flows),
             cfg,
@@ -177,37 +199,88 @@ impl Interceptor {
             seed,
             last_sweep: Instant::ZERO,
             counters: TcpCounters::default(),
+            reloads: None,
+            plugin_generation: 0,
+            plugin_reloads: 0,
+            retired: Vec::new(),
+            retired_counts: (0, 0),
         }
     }
 
-    /// The plugin chain's instances on this worker, in order.
-    pub fn with_plugins(mut self, plugins: Vec<Rc<RefCell<crate::plugin::vm::Vm>>>) -> Interceptor {
-        if let Some(ctx) = Rc::get_mut(&mut self.ctx) {
-            ctx.plugins = plugins;
-        }
+    /// The plugin chain's instances on this worker, in order, of generation `generation`.
+    pub fn with_plugins(mut self, plugins: crate::plugin::Chain, generation: u64) -> Interceptor {
+        *self.ctx.plugins.borrow_mut() = Rc::new(plugins);
+        self.plugin_generation = generation;
         self
     }
 
-    /// Plugin timers and queues (`on_tick`, `on_queue_ready`); the worker calls this on its
-    /// own tick.
+    /// Where this worker takes reloaded chains from.
+    pub fn with_reloads(mut self, reloads: crate::plugin::reload::Handoff) -> Interceptor {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Takes a reloaded chain if the control plane left one: its instances are made here, on
+    /// the worker's thread, and new connections get them; open connections keep theirs.
+    fn take_reload(&mut self) {
+        let Some(next) = self.reloads.as_ref().and_then(|r| r.take()) else {
+            return;
+        };
+        let vms = match next.instantiate(self.worker, false) {
+            Ok(v) => v,
+            Err(e) => {
+                let what = format!("generation {}: {e:#}", next.generation);
+                next.events.send(crate::plugin::Event::Failed { plugin: next.names(), worker: self.worker, what });
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut *self.ctx.plugins.borrow_mut(), Rc::new(vms));
+        self.retired.push(old);
+        self.plugin_generation = next.generation;
+        self.plugin_reloads += 1;
+        next.events.send(crate::plugin::Event::Swapped { worker: self.worker, generation: next.generation });
+    }
+
+    /// Plugin timers and queues (`on_tick`, `on_queue_ready`), reloads, and the end of
+    /// generations no connection uses any more; the worker calls this on its own tick.
     pub fn poll_plugins(&mut self) {
-        if self.ctx.plugins.is_empty() {
+        self.take_reload();
+        if !self.retired.is_empty() {
+            let mut gone = (0, 0);
+            self.retired.retain(|c| {
+                let keep = Rc::strong_count(c) > 1;
+                if !keep {
+                    let (n, f) = counts(c);
+                    gone = (gone.0 + n, gone.1 + f);
+                }
+                keep
+            });
+            self.retired_counts = (self.retired_counts.0 + gone.0, self.retired_counts.1 + gone.1);
+        }
+        let chain = self.ctx.plugins.borrow().clone();
+        if chain.is_empty() {
             return;
         }
         let now = std::time::Instant::now();
-        for vm in &self.ctx.plugins {
+        for vm in chain.iter() {
             if let Ok(mut v) = vm.try_borrow_mut() {
                 v.poll(now);
             }
         }
     }
 
-    /// Plugin callbacks run and plugin failures on this worker.
+    /// Plugin callbacks run and plugin failures on this worker, every generation together.
     pub fn plugin_counts(&self) -> (u64, u64) {
-        self.ctx.plugins.iter().fold((0, 0), |(c, f), vm| {
-            let v = vm.borrow();
-            (c + v.calls_made, f + v.traps)
+        let chains = std::iter::once(self.ctx.plugins.borrow().clone()).chain(self.retired.iter().cloned());
+        chains.fold(self.retired_counts, |(c, f), chain| {
+            let (n, g) = counts(&chain);
+            (c + n, f + g)
         })
+    }
+
+    /// The generation of the chain new connections get (0: no plugins were ever loaded).
+    pub fn plugin_generation(&self) -> u64 {
+        self.plugin_generation
     }
 
     pub fn when_full(&self) -> WhenFull {

@@ -93,8 +93,9 @@ pub fn bump(c: &Cell<u64>) {
 /// What every proxy task of one worker shares.
 pub struct Ctx {
     pub hook: Rc<dyn Hook>,
-    /// The plugin chain's instances on this worker, in order (empty: no plugins).
-    pub plugins: Vec<Rc<RefCell<crate::plugin::vm::Vm>>>,
+    /// The plugin chain's instances on this worker, in order (empty: no plugins): the newest
+    /// generation, which new connections take.
+    pub plugins: RefCell<Rc<crate::plugin::Chain>>,
     pub stats: Rc<Stats>,
     /// Largest body collected whole for the hook.
     pub max_body: usize,
@@ -118,13 +119,22 @@ impl Io for LegStream {
 pub struct Conn {
     pub ctx: Rc<Ctx>,
     pub flow: Rc<FlowInfo>,
+    /// The plugin chain this connection started with; it keeps it to the end, whatever
+    /// reloads happen meanwhile.
+    pub plugins: Rc<crate::plugin::Chain>,
     /// The connection switched to WebSocket (a 101 answering `Upgrade: websocket`).
     websocket: Cell<bool>,
 }
 
 impl Conn {
     pub fn new(ctx: Rc<Ctx>, flow: FlowInfo) -> Conn {
-        Conn { ctx, flow: Rc::new(flow), websocket: Cell::new(false) }
+        let plugins = ctx.plugins.borrow().clone();
+        Conn { ctx, flow: Rc::new(flow), plugins, websocket: Cell::new(false) }
+    }
+
+    /// The same connection with what its TLS handshake told (SNI, version, ALPN).
+    pub fn with_flow(&self, flow: FlowInfo) -> Conn {
+        Conn { ctx: self.ctx.clone(), flow: Rc::new(flow), plugins: self.plugins.clone(), websocket: Cell::new(false) }
     }
 }
 
@@ -375,7 +385,7 @@ async fn handle(
     if let Some(r) = answer(ctx, ctx.hook.on_request(flow, &mut parts)) {
         return Ok(r);
     }
-    let ex = (!ctx.plugins.is_empty()).then(|| Rc::new(Exchange::new(&ctx.plugins, conn.flow.clone())));
+    let ex = (!conn.plugins.is_empty()).then(|| Rc::new(Exchange::new(&conn.plugins, conn.flow.clone(), ctx.max_body)));
     let (parts, body) = match &ex {
         Some(ex) => match through(ex, parts, body).await {
             Ok((p, b)) => {
@@ -415,6 +425,10 @@ async fn handle(
     if let Some(ex) = &ex {
         return Ok(match through(ex, rp, rbody).await {
             Ok((rp, b)) => Response::from_parts(rp, b),
+            Err(Stop::TooLarge(name)) => {
+                bump(&ctx.stats.plugin_failures);
+                status(StatusCode::BAD_GATEWAY, format!("plugin {name} held more response body than max_body_bytes\n"))
+            }
             Err(stop) => stopped(ctx, stop),
         });
     }

@@ -369,7 +369,7 @@ pub(super) async fn serve(client: LegStream, upstream: LegStream, conn: Rc<Conn>
         _ => "TLSv1.3",
     };
     let info = TlsInfo { sni: sni.map(str::to_owned), version };
-    let conn = Rc::new(Conn::new(conn.ctx.clone(), FlowInfo { tls: Some(info), ..(*conn.flow).clone() }));
+    let conn = Rc::new(conn.with_flow(FlowInfo { tls: Some(info), ..(*conn.flow).clone() }));
     let c = shared(TokioIo::new(accepted), &client);
     let u = shared(TokioIo::new(up), &upstream);
     if h2 {

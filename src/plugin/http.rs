@@ -40,6 +40,8 @@ pub enum Stop {
     Failed(String),
     /// A plugin closed the stream (`proxy_close_stream`).
     Closed(String),
+    /// A plugin held more body than `max_body_bytes` (request: 413; response: 502).
+    TooLarge(String),
 }
 
 /// A head the chain can carry: the request's or the response's.
@@ -125,11 +127,13 @@ pub struct Exchange {
     dirs: [Cell<DirState>; 2],
     /// A plugin with `on_failure = "closed"` could not even start this exchange.
     refused: Option<String>,
+    /// The most body one plugin may hold.
+    max_body: usize,
 }
 
 impl Exchange {
     /// Opens an HTTP context in every plugin of the chain.
-    pub fn new(chain: &[Rc<RefCell<Vm>>], flow: Rc<FlowInfo>) -> Exchange {
+    pub fn new(chain: &[Rc<RefCell<Vm>>], flow: Rc<FlowInfo>, max_body: usize) -> Exchange {
         let mut stages = Vec::with_capacity(chain.len());
         let mut refused = None;
         for vm in chain {
@@ -143,7 +147,7 @@ impl Exchange {
                 None => {}
             }
         }
-        Exchange { stages, dirs: Default::default(), refused }
+        Exchange { stages, dirs: Default::default(), refused, max_body }
     }
 
     fn with_ctx<T>(&self, i: usize, f: impl FnOnce(&mut HttpCtx) -> T) -> Option<T> {
@@ -272,7 +276,13 @@ impl Exchange {
     /// Body bytes given to the holding plugin `h` (appended to its buffer): Some(buffer) when
     /// it lets them go.
     async fn body_at(&self, h: usize, dir: usize, data: &[u8], eos: bool) -> Result<Option<Bytes>, Stop> {
-        self.with_ctx(h, |c| c.body[dir].extend_from_slice(data));
+        let held = self.with_ctx(h, |c| {
+            c.body[dir].extend_from_slice(data);
+            c.body[dir].len()
+        });
+        if held.unwrap_or(0) > self.max_body {
+            return Err(Stop::TooLarge(self.stages[h].name.clone()));
+        }
         let take = |s: &Self| s.with_ctx(h, |c| Bytes::from(std::mem::take(&mut c.body[dir]))).unwrap_or_default();
         match self.invoke(h, dir, Kind::Body, eos) {
             Err(Failed) => {
@@ -417,6 +427,9 @@ pub fn stop_status(stop: &Stop) -> (StatusCode, String) {
         Stop::Local(l) => (l.status, String::new()),
         Stop::Failed(name) => (StatusCode::INTERNAL_SERVER_ERROR, format!("plugin {name} failed\n")),
         Stop::Closed(name) => (StatusCode::FORBIDDEN, format!("closed by plugin {name}\n")),
+        Stop::TooLarge(name) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("plugin {name} held more body than max_body_bytes\n"))
+        }
     }
 }
 
@@ -426,6 +439,7 @@ impl std::fmt::Display for Stop {
             Stop::Local(l) => write!(f, "a plugin answered {} after the head had gone", l.status),
             Stop::Failed(n) => write!(f, "plugin {n} failed"),
             Stop::Closed(n) => write!(f, "plugin {n} closed the stream"),
+            Stop::TooLarge(n) => write!(f, "plugin {n} held more body than max_body_bytes"),
         }
     }
 }

@@ -20,14 +20,18 @@ pub mod abi;
 pub mod calls;
 pub mod host;
 pub mod http;
+pub mod reload;
 pub mod shared;
 pub mod vm;
+
+/// One worker's instances of one generation of the chain, in order.
+pub type Chain = Vec<std::rc::Rc<std::cell::RefCell<vm::Vm>>>;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +49,7 @@ pub enum OnFailure {
 }
 
 /// `[plugins]`: settings for every plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsSection {
     /// How long one callback may run before it is interrupted (a trap).
@@ -70,6 +74,10 @@ pub struct PluginsSection {
     /// Upstreams plugins may call by name (`proxy_http_call`): name = "http://host:port".
     #[serde(default)]
     pub upstreams: HashMap<String, String>,
+    /// How often the control plane looks at the config file and the .wasm files for a change
+    /// (0: never; the chain then changes only with a restart).
+    #[serde(default = "default_watch")]
+    pub watch_interval_ms: u64,
 }
 
 fn default_deadline() -> u64 {
@@ -87,6 +95,9 @@ fn default_window() -> u64 {
 fn default_call_queue() -> usize {
     1024
 }
+fn default_watch() -> u64 {
+    1000
+}
 fn default_log_level() -> String {
     "info".into()
 }
@@ -98,7 +109,7 @@ impl Default for PluginsSection {
 }
 
 /// A plugin's configuration: a string as is, or a table (sent to the plugin as JSON).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Configuration {
     Text(String),
@@ -115,7 +126,7 @@ impl Configuration {
 }
 
 /// `[[plugin]]`: one plugin of the chain, in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
     pub name: String,
@@ -144,14 +155,52 @@ pub struct PluginInfo {
     /// Names a `proxy_http_call` may use.
     pub upstreams: Vec<String>,
     pub module: Module,
+    /// The file as it was compiled (a reload compiles a file again only when this changed).
+    pub stamp: FileStamp,
+}
+
+/// What tells one version of a file from the next: its size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileStamp {
+    pub len: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    /// The file's stamp now (the default stamp when it cannot be read).
+    pub fn of(file: &Path) -> FileStamp {
+        match std::fs::metadata(file) {
+            Ok(m) => FileStamp { len: m.len(), modified: m.modified().ok() },
+            Err(_) => FileStamp::default(),
+        }
+    }
 }
 
 /// Something the control plane logs for a worker's plugin (workers never write logs).
 #[derive(Debug)]
 pub enum Event {
-    Log { plugin: String, worker: usize, level: i32, message: String },
-    Failed { plugin: String, worker: usize, what: String },
-    Disabled { plugin: String, worker: usize, failures: u32, window_secs: u64 },
+    Log {
+        plugin: String,
+        worker: usize,
+        level: i32,
+        message: String,
+    },
+    Failed {
+        plugin: String,
+        worker: usize,
+        what: String,
+    },
+    Disabled {
+        plugin: String,
+        worker: usize,
+        failures: u32,
+        window_secs: u64,
+    },
+    /// A worker now runs this generation of the chain for its new connections.
+    Swapped {
+        worker: usize,
+        generation: u64,
+    },
 }
 
 /// A bounded, non-blocking way to the log thread; what does not fit is counted.
@@ -180,6 +229,9 @@ pub fn event_line(e: &Event) -> String {
             "flowdog: plugin {plugin} disabled on worker {worker}: {failures} failures within {window_secs} s; \
              its requests now fail as its on_failure says until the plugin is reloaded"
         ),
+        Event::Swapped { worker, generation } => {
+            format!("flowdog: plugins: worker {worker} runs generation {generation} for new connections")
+        }
     }
 }
 
@@ -203,8 +255,10 @@ pub fn test_events() -> (EventTx, Receiver<Event>) {
     (EventTx { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx)
 }
 
-/// Everything the workers need to run the plugin chain: the engine, the compiled plugins in
-/// chain order, what instances share, the settings.
+/// Everything the workers need to run one generation of the plugin chain: the engine, the
+/// compiled plugins in chain order, what instances share, the settings. A reload makes a new
+/// `Plugins` (the engine, shared data and the call thread carried over where they can be) and
+/// hands it to every worker; connections that started on the old one finish on it.
 pub struct Plugins {
     pub engine: Engine,
     pub chain: Vec<Arc<PluginInfo>>,
@@ -213,22 +267,22 @@ pub struct Plugins {
     pub events: EventTx,
     /// The outbound-call thread's door (None without upstreams).
     pub calls: Option<calls::CallClient>,
-    ticker_stop: Arc<AtomicBool>,
+    /// 1 for the chain loaded at start, then one more at every reload.
+    pub generation: u64,
+    /// Plugins per worker the engine's pool has room for (two generations of each).
+    pool_plugins: usize,
+    workers: usize,
 }
 
-impl Drop for Plugins {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Instances the engine's pooling allocator keeps room for: two generations of every plugin on
-/// every worker (a reload overlaps them), plus the ones `plugin check` and tests make.
+/// Instances the engine's pooling allocator keeps room for: three generations of every plugin
+/// on every worker (a reload overlaps them while old connections finish), plus the ones
+/// `plugin check`, a reload's trial start and tests make.
 fn pool_slots(workers: usize, plugins: usize) -> u32 {
-    (workers.max(1) * plugins.max(1) * 2 + 4).min(10_000) as u32
+    (workers.max(1) * plugins.max(1) * 3 + 4).min(10_000) as u32
 }
 
-/// The engine: Cranelift, epoch interruption, the pooling allocator, the compile cache.
+/// The engine: Cranelift, epoch interruption, the pooling allocator, the compile cache. A
+/// thread bumps its epoch every millisecond for as long as the engine lives.
 pub fn engine(settings: &PluginsSection, workers: usize, plugins: usize) -> anyhow::Result<Engine> {
     let mut c = wasmtime::Config::new();
     c.epoch_interruption(true);
@@ -247,19 +301,19 @@ pub fn engine(settings: &PluginsSection, workers: usize, plugins: usize) -> anyh
         cc.with_directory(dir);
         c.cache(Some(wasmtime::Cache::new(cc).map_err(|e| anyhow!("[plugins] cache_dir {}: {e}", dir.display()))?));
     }
-    Engine::new(&c).map_err(|e| anyhow!("the wasm engine: {e}"))
+    let e = Engine::new(&c).map_err(|e| anyhow!("the wasm engine: {e}"))?;
+    ticker(&e).context("starting the wasm epoch thread")?;
+    Ok(e)
 }
 
-/// Bumps the engine's epoch every millisecond until `stop` (or the engine is gone).
-fn ticker(engine: &Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Bumps the engine's epoch every millisecond until the engine is gone.
+fn ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    std::thread::Builder::new().name("flowdog-wasm-epoch".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1));
-            match weak.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => break,
-            }
+    std::thread::Builder::new().name("flowdog-wasm-epoch".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(1));
+        match weak.upgrade() {
+            Some(e) => e.increment_epoch(),
+            None => break,
         }
     })?;
     Ok(())
@@ -374,6 +428,7 @@ fn host_state_for_check(engine: &Engine) -> host::State {
         log_level: 2,
         upstreams: Vec::new(),
         module: Module::from_binary(engine, b"\0asm\x01\0\0\0").expect("the empty module"),
+        stamp: FileStamp::default(),
     });
     host::State::new(info, 0, Arc::new(shared::Shared::default()), events, 1 << 20)
 }
@@ -419,7 +474,35 @@ impl Plugins {
         workers: usize,
         events: EventTx,
     ) -> anyhow::Result<(Plugins, Option<std::thread::JoinHandle<()>>)> {
-        let engine = engine(settings, workers, entries.len())?;
+        Plugins::build(settings, entries, workers, events, None)
+    }
+
+    /// The next generation for a changed configuration or changed files: compiled and checked
+    /// here (the control plane), started once to see that every plugin takes its
+    /// configuration. What can be kept is: the engine (unless the memory limit, the cache or a
+    /// longer chain needs a new pool), the modules of unchanged files, shared data and queues,
+    /// and the call thread (unless the upstreams changed). The running generation is untouched
+    /// when this fails.
+    pub fn reload(&self, settings: &PluginsSection, entries: &[PluginEntry]) -> anyhow::Result<Plugins> {
+        Ok(Plugins::build(settings, entries, self.workers, self.events.clone(), Some(self))?.0)
+    }
+
+    fn build(
+        settings: &PluginsSection,
+        entries: &[PluginEntry],
+        workers: usize,
+        events: EventTx,
+        prev: Option<&Plugins>,
+    ) -> anyhow::Result<(Plugins, Option<std::thread::JoinHandle<()>>)> {
+        let keep_engine = prev.filter(|p| {
+            p.settings.memory_limit_mb == settings.memory_limit_mb
+                && p.settings.cache_dir == settings.cache_dir
+                && entries.len() <= p.pool_plugins
+        });
+        let (engine, pool_plugins) = match keep_engine {
+            Some(p) => (p.engine.clone(), p.pool_plugins),
+            None => (engine(settings, workers, entries.len())?, entries.len()),
+        };
         let linker = linker(&engine)?;
         let level = log_level(&settings.log_level)?;
         for (name, url) in &settings.upstreams {
@@ -432,7 +515,15 @@ impl Plugins {
             if chain.iter().any(|p: &Arc<PluginInfo>| p.name == e.name) {
                 bail!("[[plugin]] name {:?} appears twice", e.name);
             }
-            let module = compile(&engine, &e.file).with_context(|| format!("[[plugin]] {}", e.name))?;
+            let stamp = FileStamp::of(&e.file);
+            // The same file, unchanged, on the same engine: its compiled module serves again.
+            let old = keep_engine.and_then(|p| {
+                p.chain.iter().find(|i| i.file == e.file && i.stamp == stamp && stamp.modified.is_some())
+            });
+            let module = match old {
+                Some(i) => i.module.clone(),
+                None => compile(&engine, &e.file).with_context(|| format!("[[plugin]] {}", e.name))?,
+            };
             let r = check(&engine, &linker, &module);
             if !r.ok() {
                 let mut why: Vec<String> = r.missing_imports.iter().map(|i| format!("missing import {i}")).collect();
@@ -451,34 +542,52 @@ impl Plugins {
                 log_level: level,
                 upstreams: upstreams.clone(),
                 module,
+                stamp,
             }));
         }
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        ticker(&engine, ticker_stop.clone()).context("starting the wasm epoch thread")?;
-        let (calls, thread) = if settings.upstreams.is_empty() {
-            (None, None)
-        } else {
-            let ups = settings
-                .upstreams
-                .iter()
-                .map(|(n, u)| Ok((n.clone(), calls::Upstream::parse(u).map_err(|e| anyhow!(e))?)))
-                .collect::<anyhow::Result<HashMap<_, _>>>()?;
-            let (c, h) = calls::start(ups, settings.call_queue).context("starting the outbound-call thread")?;
-            (Some(c), Some(h))
+        let same_calls =
+            prev.filter(|p| p.settings.upstreams == settings.upstreams && p.settings.call_queue == settings.call_queue);
+        let (calls, thread) = match same_calls {
+            Some(p) => (p.calls.clone(), None),
+            None if settings.upstreams.is_empty() => (None, None),
+            None => {
+                let ups = settings
+                    .upstreams
+                    .iter()
+                    .map(|(n, u)| Ok((n.clone(), calls::Upstream::parse(u).map_err(|e| anyhow!(e))?)))
+                    .collect::<anyhow::Result<HashMap<_, _>>>()?;
+                let (c, h) = calls::start(ups, settings.call_queue).context("starting the outbound-call thread")?;
+                (Some(c), Some(h))
+            }
         };
         let p = Plugins {
             engine,
             chain,
-            shared: Arc::new(shared::Shared::default()),
+            shared: prev.map(|p| p.shared.clone()).unwrap_or_default(),
             settings: settings.clone(),
             events,
             calls,
-            ticker_stop,
+            generation: prev.map_or(1, |p| p.generation + 1),
+            pool_plugins,
+            workers,
         };
         // Every plugin is started once here, so that one refusing its configuration stops the
-        // appliance before the workers run.
+        // appliance before the workers run (or keeps the running generation at a reload).
         p.instantiate(0, true).context("starting the plugins")?;
         Ok((p, thread))
+    }
+
+    /// The chain's names, in order ("a -> b -> c", or "(none)").
+    pub fn names(&self) -> String {
+        if self.chain.is_empty() {
+            return "(none)".into();
+        }
+        self.chain.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(" -> ")
+    }
+
+    /// The files of the chain, to watch for a change, with their stamps as compiled.
+    pub fn files(&self) -> Vec<(PathBuf, FileStamp)> {
+        self.chain.iter().map(|i| (i.file.clone(), i.stamp)).collect()
     }
 
     /// The chain's instances for worker `worker`, each started (root context, on_vm_start,

@@ -13,6 +13,7 @@ import pytest
 
 from gwlab import GwLab, plugin, sh, FLOWDOG
 from test_intercept import counters, curl, wait_counter
+from test_tls import tls_section
 
 USER_ID = "NeverGonnaGiveYouUp:NeverGonnaLetYouDown"
 
@@ -34,13 +35,7 @@ def lab():
     with GwLab(f"fp{os.getpid() % 1000}", appliances=1) as lab:
         sh(FLOWDOG, "ca", "init", "--out", str(lab.dir / "ca"))
         lab.root = lab.dir / "ca" / "ca.pem"
-        tls = f"""
-[tls]
-root_cert = "{lab.dir}/ca/ca.pem"
-root_key = "{lab.dir}/ca/ca.key"
-upstream_system_roots = false
-upstream_ca_file = "{lab.vars['FDLAB_UPSTREAM_CA']}"
-"""
+        tls = tls_section(lab)
         chain = (plugin("header_case", '{"hosts": ["www.lab.test"]}')
                  + plugin("geneve_headers")
                  + plugin("sts_rickroll")
@@ -55,6 +50,10 @@ upstream_ca_file = "{lab.vars['FDLAB_UPSTREAM_CA']}"
         assert "flowdog: plugins: header_case -> geneve_headers -> sts_rickroll -> misbehave" in log, log
         assert re.search(r"flowdog: plugin misbehave \(worker 0\) failed: trap", log), log
         assert re.search(r"flowdog: plugin misbehave \(worker 0\) failed: a callback ran past its 200 ms deadline", log), log
+        # The reloads of test_a_plugin_swapped_while_h2load_runs_fails_no_request.
+        assert "flowdog: plugins: generation 2: geneve_headers -> sts_rickroll -> misbehave" in log, log
+        assert "flowdog: plugins: generation 3: header_case -> geneve_headers" in log, log
+        assert re.search(r"flowdog: plugins: reload refused: .*app1.toml.*; generation 3 \(header_case", log), log
 
 
 def echo(lab, path="/headers", *args):
@@ -120,3 +119,52 @@ def test_a_trap_and_an_endless_loop_are_contained(lab):
     assert not errors, errors
     c = wait_counter(lab, "plugin_failures", lambda v: v >= before["plugin_failures"] + 3)
     assert c["plugin_failures"] == before["plugin_failures"] + 3, c
+
+
+def test_a_plugin_swapped_while_h2load_runs_fails_no_request(lab):
+    """The config is rewritten twice while h2load runs (header_case out of the chain, then back
+    in): the appliance reloads the chain without a restart, new connections get the new chain,
+    and no request fails."""
+    path = lab.dir / "app1.toml"
+    original = path.read_text()
+    runs, stop = [], threading.Event()
+
+    def load():
+        # Round after round of new connections, so that some start on each generation.
+        while not stop.is_set():
+            r = lab.run("client", "h2load", "--h1", "-n", "300", "-c", "10", "http://www.lab.test/",
+                        check=False, timeout=120)
+            runs.append(r)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        before = counters(lab)["plugin_reloads"]
+        time.sleep(1)
+        blocks = original.split("\n[[plugin]]\n")
+        without = "\n[[plugin]]\n".join(b for b in blocks if not b.startswith('name = "header_case"'))
+        assert 'name = "header_case"' not in without and "geneve_headers" in without
+        path.write_text(without)
+        c = wait_counter(lab, "plugin_reloads", lambda v: v >= before + 1, timeout=30)
+        assert c["plugin_reloads"] == before + 1, c
+        head = echo(lab)
+        assert "\nUser-Agent: curl/" in head and "\nx-gwlb-flow-cookie: " in head, head
+        time.sleep(1)
+        path.write_text(original)
+        c = wait_counter(lab, "plugin_reloads", lambda v: v >= before + 2, timeout=30)
+        assert c["plugin_reloads"] == before + 2, c
+        assert "\nuser-agent: curl/" in echo(lab)
+        # A broken config is refused: the chain stays as it is.
+        path.write_text(original + "\n[[plugin]]\nname = \"broken\"\n")
+        time.sleep(3)
+        assert counters(lab)["plugin_reloads"] == before + 2
+        assert "\nuser-agent: curl/" in echo(lab)
+        path.write_text(original)
+        time.sleep(1)
+    finally:
+        stop.set()
+        t.join()
+    assert len(runs) >= 2, [r.stdout for r in runs]
+    for r in runs:
+        assert r.returncode == 0 and re.search(r"(\d+) succeeded, 0 failed, 0 errored, 0 timeout", r.stdout), \
+            r.stdout + r.stderr

@@ -202,6 +202,8 @@ counters! {
     plugin_calls,
     plugin_failures,
     plugin_stopped,
+    /// Reloaded chains a worker took (its new connections run them).
+    plugin_reloads,
 }
 
 impl Counters {
