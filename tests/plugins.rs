@@ -444,3 +444,130 @@ fn the_watcher_reloads_a_changed_config_or_file_and_refuses_a_broken_one() {
     drop(events);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// The proxy-wasm Rust SDK's own examples (its published 0.2.0 source, unchanged; built by
+// scripts/build-plugins.sh as sdk_*.wasm), behaving as their code and the SDK's README say.
+
+fn logs(events: &Receiver<Event>) -> Vec<String> {
+    events
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Log { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sdk_hello_world_greets_at_start_and_tells_the_time_on_its_tick() {
+    let c = chain(&[("sdk_hello_world", "", OnFailure::Closed)], relaxed());
+    assert!(logs(&c.events).iter().any(|l| l == "Hello, World!"));
+    // Its tick period is 5 s: a poll 6 s on is due (WASI's clock and random_get in use).
+    c.vms[0].borrow_mut().poll(Instant::now() + Duration::from_secs(6));
+    let l = logs(&c.events);
+    let line = l.iter().find(|l| l.starts_with("It's ")).unwrap_or_else(|| panic!("{l:?}"));
+    let year = line[5..9].parse::<i32>().unwrap();
+    assert!(year >= 2025 && line.contains(" UTC, your lucky number is "), "{line}");
+}
+
+#[test]
+fn sdk_http_headers_answers_hello_and_lets_the_rest_go() {
+    let c = chain(&[("sdk_http_headers", "", OnFailure::Closed)], relaxed());
+    let vms = c.vms.clone();
+    let (hello, other) = block_on(async move {
+        let hello = Exchange::new(&vms, flow(), 1 << 20).head(request("/hello", &[("Host", "x")]), true).await;
+        let other = Exchange::new(&vms, flow(), 1 << 20).head(request("/other", &[("Host", "x")]), true).await;
+        (hello, other)
+    });
+    let Err(Stop::Local(r)) = hello else { panic!("{hello:?}") };
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"Hello, World!\n"[..]));
+    assert_eq!(
+        (&r.headers["hello"], &r.headers["powered-by"]),
+        (&"World".parse().unwrap(), &"proxy-wasm".parse().unwrap())
+    );
+    assert_eq!(other.unwrap().unwrap().uri.path(), "/other");
+}
+
+#[test]
+fn sdk_http_body_redacts_a_secret_body_and_drops_content_length() {
+    let c = chain(&[("sdk_http_body", "", OnFailure::Closed)], relaxed());
+    let run = |text: &'static str| {
+        let ex = Rc::new(Exchange::new(&c.vms, flow(), 1 << 20));
+        block_on(async move {
+            let req = ex.head(request("/", &[("Host", "x")]), true).await.unwrap().unwrap();
+            ex.request_sent(&req);
+            let len = text.len().to_string();
+            let head = ex.head(response(200, &[("Content-Length", &len)]), false).await.unwrap().unwrap();
+            let out = ex.data::<http::response::Parts>(Bytes::from(text), true).await.unwrap();
+            (head, out.data.unwrap_or_default())
+        })
+    };
+    let (head, body) = run("the secret is out");
+    assert!(!head.headers.contains_key("content-length"));
+    assert_eq!(&body[..], b"Original message body (17 bytes) redacted.");
+    let (_, body) = run("nothing to see");
+    assert_eq!(&body[..], b"nothing to see");
+}
+
+#[test]
+fn sdk_http_config_adds_its_configuration_as_a_response_header() {
+    let c = chain(&[("sdk_http_config", "from the config", OnFailure::Closed)], relaxed());
+    let ex = Rc::new(Exchange::new(&c.vms, flow(), 1 << 20));
+    let head = block_on(async move {
+        let req = ex.head(request("/", &[("Host", "x")]), true).await.unwrap().unwrap();
+        ex.request_sent(&req);
+        ex.head(response(204, &[]), true).await.unwrap().unwrap()
+    });
+    assert_eq!(head.headers["custom-header"], "from the config");
+}
+
+/// An HTTP server on loopback that answers every request with `body`, for `n` requests.
+fn one_byte_server(body: u8, n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let mut heads = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let k = s.read(&mut buf).unwrap();
+            heads.push(String::from_utf8_lossy(&buf[..k]).into_owned());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\n");
+            let _ = s.write_all(&[body]);
+        }
+        heads
+    });
+    (url, h)
+}
+
+#[test]
+fn sdk_http_auth_random_asks_its_upstream_and_grants_or_forbids() {
+    for (byte, granted) in [(2u8, true), (7u8, false)] {
+        let (url, server) = one_byte_server(byte, 1);
+        let settings: PluginsSection =
+            toml::from_str(&format!("callback_deadline_ms = 2000\n[upstreams]\nhttpbin = \"{url}\"")).unwrap();
+        let c = chain(&[("sdk_http_auth_random", "", OnFailure::Closed)], settings);
+        let ex = Rc::new(Exchange::new(&c.vms, flow(), 1 << 20));
+        let r = block_on(async move {
+            let req = ex.head(request("/anything", &[("Host", "x")]), true).await?.unwrap();
+            ex.request_sent(&req);
+            ex.head(response(200, &[]), true).await.map(|h| (req, h.unwrap()))
+        });
+        let asked = server.join().unwrap();
+        assert!(asked[0].starts_with("GET /bytes/1 HTTP/1.1\r\n"), "{asked:?}");
+        assert!(asked[0].to_ascii_lowercase().contains("host: httpbin.org"), "{asked:?}");
+        match r {
+            Ok((req, resp)) => {
+                assert!(granted, "an odd byte must forbid");
+                assert_eq!(req.uri.path(), "/anything");
+                assert_eq!(resp.headers["powered-by"], "proxy-wasm");
+            }
+            Err(Stop::Local(l)) => {
+                assert!(!granted, "an even byte must grant");
+                assert_eq!((l.status.as_u16(), &l.body[..]), (403, &b"Access forbidden.\n"[..]));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
