@@ -8,7 +8,8 @@
 #   curl, ping, UDP            from the client namespace, through all of it; ports 8080 and 443
 #                              intercepted: the appliance terminates TCP (and TLS, with leaves it
 #                              mints from a root made by `flowdog ca init`) and rewrites the HTTP
-#                              exchange with proxy-wasm plugins (header_case, sts_rickroll);
+#                              exchange with proxy-wasm plugins (header_case, sts_rickroll, and
+#                              cloudfront_functions running rick.js);
 #                              bank.lab.test is excluded from decryption by SNI
 #
 # It prints what each client saw, then the simulator's and the appliance's counters, and tears
@@ -57,6 +58,11 @@ cat "$WORK/ca/ca.pem" "$FDLAB_CA" >"$WORK/trust.pem"
   printf '\n[[plugin]]\nname = "header_case"\nfile = "%s/header_case.wasm"\nconfiguration = %s\n' \
     "$PLUGINS" "'{\"hosts\": [\"$FDLAB_HOST_WWW\"]}'"
   printf '\n[[plugin]]\nname = "sts_rickroll"\nfile = "%s/sts_rickroll.wasm"\n' "$PLUGINS"
+  # cloudfront_functions runs the seed's rick.js, unchanged, on its JavaScript engine.
+  printf "\n[[plugin]]\nname = \"cloudfront_functions\"\nfile = \"%s/cloudfront_functions.wasm\"\nconfiguration = '''\n%s\n'''\n" \
+    "$PLUGINS" "$(cat "$ROOT/wasm-plugins/cloudfront_functions/rick.js")"
+  # Compiled modules kept between demo runs (the JavaScript engine's takes seconds to compile).
+  printf '\n[plugins]\ncache_dir = "%s/target/demo-wasm-cache"\n' "$ROOT"
   printf '\n[tls]\nroot_cert = "%s"\nroot_key = "%s"\nupstream_system_roots = false\nupstream_ca_file = "%s"\nexclude_sni = ["%s"]\n' \
     "$WORK/ca/ca.pem" "$WORK/ca/ca.key" "$FDLAB_UPSTREAM_CA" "$FDLAB_HOST_BANK"
 } >"$WORK/appliance.toml"
@@ -119,6 +125,11 @@ sts=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -X POST --data 'Action=GetCallerIden
 userid=$(printf '%s\n' "$sts" | sed -n 's:.*<UserId>\(.*\)</UserId>.*:\1:p')
 account=$(printf '%s\n' "$sts" | sed -n 's:.*<Account>\(.*\)</Account>.*:\1:p')
 show "curl -X POST https://$FDLAB_HOST_STS/ GetCallerIdentity" "UserId ${userid:-MISSING} (plugin sts_rickroll), Account ${account:-MISSING}"
+# cloudfront_functions (rick.js): on www.youtube.com only one video may be watched.
+yt=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -o /dev/null -w '%{http_code} to %{redirect_url}' https://www.youtube.com/ 2>&1 || true)
+show "curl https://www.youtube.com/" "HTTP $yt (plugin cloudfront_functions, rick.js)"
+yt=$(in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" 'https://www.youtube.com/watch?v=dQw4w9WgXcQ' 2>&1 || true)
+show "curl https://www.youtube.com/watch?v=dQw4w9WgXcQ" "${yt:-NOTHING} (the only video reaches the server)"
 in_ns "$FDLAB_NS_CLIENT" "${CURL[@]}" -o "$WORK/big.bin" https://www.lab.test/big.bin
 got=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
 [ "$got" = "$FDLAB_BIG_SHA256" ] && verdict="sha256 matches the server's" || verdict="sha256 MISMATCH"

@@ -31,8 +31,11 @@
 #           bank.lab.test       signed by the lab CA, its own subject (CN=bank.lab.test, O=lab
 #                               bank): the host a test keeps out of decryption
 #           h1.lab.test .. h8.lab.test  one lab-CA certificate listing all eight (for h2load)
-#         Everything else (www, img, sts and the server's IP addresses) has one lab-CA
-#         certificate; the lab CA is $FDLAB_STATE/ca.pem (FDLAB_CA, FDLAB_UPSTREAM_CA).
+#         www.youtube.com (198.18.2.10, fd00:fd:2::10; 80, 443, 8081) for the seed's rick.js
+#         (plugin cloudfront_functions): www's content, and /watch answers "watch v=<v>".
+#         Everything else (www, img, sts, www.youtube.com and the server's IP addresses) has
+#         one lab-CA certificate; the lab CA is $FDLAB_STATE/ca.pem (FDLAB_CA,
+#         FDLAB_UPSTREAM_CA).
 #   iperf3 5201; UDP and TCP echo on port 7 (echo.py).
 #   scripts/lab_httpecho.py (copied to the state dir):
 #     8080  a strict HTTP/1.1 server that parses requests itself: GET /headers answers the
@@ -76,6 +79,8 @@ MAX_APPS=4
 MTU=9001 EDGE_MTU=1500 TUN_MTU=9000
 GW_BR_MAC=02:fd:00:00:ff:01
 HOSTS_WWW=www.lab.test HOSTS_IMG=img.lab.test HOSTS_STS=sts.lab.test
+# A real name, for the seed's rick.js (it only acts on www.youtube.com); see the header.
+HOSTS_YOUTUBE=www.youtube.com
 # TLS-only upstreams (port 443) for interception tests; see the header.
 HOSTS_EXPIRED=expired.lab.test HOSTS_UNTRUSTED=untrusted.lab.test HOSTS_BANK=bank.lab.test
 HOSTS_MANY=(h1.lab.test h2.lab.test h3.lab.test h4.lab.test h5.lab.test h6.lab.test h7.lab.test
@@ -209,6 +214,8 @@ write_hosts() {
 fd00:fd:2::10	$HOSTS_WWW
 198.18.2.11	$HOSTS_IMG
 198.18.2.12	$HOSTS_STS
+198.18.2.10	$HOSTS_YOUTUBE
+fd00:fd:2::10	$HOSTS_YOUTUBE
 198.18.2.10	$HOSTS_EXPIRED $HOSTS_UNTRUSTED $HOSTS_BANK ${HOSTS_MANY[*]}
 fd00:fd:2::10	$HOSTS_EXPIRED $HOSTS_UNTRUSTED $HOSTS_BANK ${HOSTS_MANY[*]}
 EOF
@@ -364,7 +371,7 @@ keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid,issuer
-subjectAltName=DNS:$HOSTS_WWW,DNS:$HOSTS_IMG,DNS:$HOSTS_STS,IP:198.18.2.10,IP:198.18.2.11,IP:198.18.2.12,IP:fd00:fd:2::10
+subjectAltName=DNS:$HOSTS_WWW,DNS:$HOSTS_IMG,DNS:$HOSTS_STS,DNS:$HOSTS_YOUTUBE,IP:198.18.2.10,IP:198.18.2.11,IP:198.18.2.12,IP:fd00:fd:2::10
 EOF
   openssl x509 -req -in "$d/server.csr" -CA "$STATE/ca.pem" -CAkey "$d/ca.key" \
     -set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$d/server.ext" \
@@ -474,6 +481,8 @@ http {
         text/html html;
         text/plain txt;
         image/png png;
+        image/jpeg jpg;
+        image/gif gif;
         application/octet-stream bin;
     }
     default_type application/octet-stream;
@@ -547,9 +556,21 @@ http {
         $www
     }
 
+    # For the seed's rick.js: www's content; /watch names the video it was asked for.
+    server {
+        $l80 $l443 $l8081
+        server_name $HOSTS_YOUTUBE;
+        location = /watch {
+            default_type text/plain;
+            return 200 "watch v=\$arg_v\n";
+        }
+        $www
+    }
+
     server {
         $l80 $l443 $l8081
         server_name $HOSTS_IMG 198.18.2.11;
+        # /cat.png, and the .png, .jpg and .gif files tests write into \$FDLAB_STATE/img.
         root $STATE/img;
     }
 

@@ -6,9 +6,11 @@ set -euo pipefail
 APT_PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 iputils-ping
           tshark tcpdump python3-pip procps
           nginx iperf3 nghttp2-client curl openssl ethtool
-          python3-websockets)  # the lab's WebSocket echo server (scripts/lab_httpecho.py)
+          python3-websockets  # the lab's WebSocket echo server (scripts/lab_httpecho.py)
+          python3-pil)  # PIL for /usr/bin/python3; pytest's python3 may be another one (pip, below)
 PIP_PKGS=("scapy==2.6.1" "pytest==8.3.4"
-          "moto[server]==5.2.5")  # the KMS emulator of tests/e2e/test_ca_kms.py and src/tls/root.rs
+          "moto[server]==5.2.5"  # the KMS emulator of tests/e2e/test_ca_kms.py and src/tls/root.rs
+          "pillow==11.3.0")  # tests/e2e/test_seed_plugins.py: makes and compares upsidedown's images
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup.sh: run as root (apt-get, network namespaces, DPDK)" >&2
@@ -45,7 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! python3 -c 'import scapy, pytest, moto.server' 2>/dev/null; then  # moto.server: the [server] extra
+if ! python3 -c 'import scapy, pytest, moto.server, PIL' 2>/dev/null; then  # moto.server: the [server] extra
   echo "setup.sh: pip install ${PIP_PKGS[*]}"
   python3 -m pip install -q --root-user-action=ignore "${PIP_PKGS[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${PIP_PKGS[@]}"

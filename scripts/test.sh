@@ -14,6 +14,8 @@ echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 (cd wasm-plugins && cargo fmt --all -- --check && cargo clippy --target wasm32-wasip1 -q -- -D warnings)
+echo "== plugins' own unit tests (on the host)"
+(cd wasm-plugins && cargo test -q 2>&1 | grep -E "^(test result|error|failures|---- )" ; test "${PIPESTATUS[0]}" -eq 0)
 
 echo "== unit, property, cross-check and no-allocation tests"
 cargo build --workspace -q

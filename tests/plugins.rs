@@ -15,6 +15,12 @@ use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+// The seed's plugins that have a module of their own (they use the harness below).
+#[path = "plugins/cloudfront.rs"]
+mod cloudfront;
+#[path = "plugins/seed.rs"]
+mod seed;
+
 fn wasm(name: &str) -> PathBuf {
     let dir = std::env::var_os("FLOWDOG_PLUGINS_DIR")
         .map(PathBuf::from)
