@@ -45,6 +45,7 @@ fn flow() -> Rc<FlowInfo> {
         attachment_id: 42,
         flow_cookie: 0xdeadbeef,
         worker: 0,
+        protocol: 6,
         tls: None,
     })
 }

@@ -38,6 +38,9 @@ pub struct Config {
     /// The plugin chain, in order.
     #[serde(default)]
     pub plugin: Vec<crate::plugin::PluginEntry>,
+    /// How new flows wait for the flow acceptor (a `[[plugin]]` of kind "acceptor").
+    #[serde(default)]
+    pub acceptor: crate::accept::AcceptorSection,
 }
 
 /// TLS interception: the root CA, the minter, upstream verification, exclusions, the key log.
@@ -577,6 +580,7 @@ impl Config {
             bail!("intercept.connect_timeout_secs and intercept.peer_timeout_secs must be positive");
         }
         self.tls.check()?;
+        self.acceptor.check()?;
         self.policy()?;
         if !self.production && !self.eal.args.iter().any(|a| a == "--no-pci") {
             bail!(

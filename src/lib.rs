@@ -5,6 +5,7 @@
 //! everything and reports counters ([`run`]), and the traffic generator ([`gen`]).
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod config;
 pub mod control;
 pub mod gen;

@@ -192,6 +192,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let builtin = Builtin { mark_responses: cfg.intercept.mark_responses };
         let worker_plugins = plugins.clone();
         let reloads = handoffs[i].clone();
+        let acceptor = cfg.acceptor.clone();
+        let ticks_per_ms = timers.us * 1000;
         let seed = rdtsc() ^ ((i as u64) << 56);
         let tls_ctx = match &tls {
             Some(t) => Some(TlsCtx::new(t.shared.clone()).context("the workers' TLS session state")?),
@@ -212,6 +214,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
                 Interceptor::new(icfg, i, Rc::new(builtin), tls_ctx, seed)
                     .with_plugins(vms, generation)
                     .with_reloads(reloads)
+                    .with_acceptor(&acceptor, ticks_per_ms)
             })
         })?;
     }

@@ -9,9 +9,11 @@
 //!   every ~10 µs: sweep a few flow-table buckets; every ~10 ms: publish counters
 //! ```
 
-use crate::intercept::{GwlbIds, Interceptor, WhenFull, Wire};
+use crate::accept::Decision;
+use crate::intercept::hook::FlowInfo;
+use crate::intercept::{GwlbIds, HeldPacket, Interceptor, WhenFull, Wire};
 use flowdog_core::counters::{CounterSlot, DropCause};
-use flowdog_core::{FastPath, Intercepted, Pending, Stage, Verdict};
+use flowdog_core::{FastPath, FlowKey, Held, HeldFlow, Intercepted, Pending, Stage, Verdict};
 use flowdog_dpdk::eal::{prefetch, rdtsc};
 use flowdog_dpdk::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxBuffer, TxQueue};
 use smoltcp::time::Instant;
@@ -182,6 +184,7 @@ impl Worker {
     /// interception layer is made here, on the worker's own thread, which it never leaves.
     pub fn run(mut self, make_interceptor: impl FnOnce() -> Interceptor) {
         let mut icpt = make_interceptor();
+        self.fast.set_acceptor(icpt.acceptor().is_some());
         while !self.stop.load(Ordering::Relaxed) {
             self.poll_once(rdtsc(), &mut icpt);
         }
@@ -229,6 +232,16 @@ impl Worker {
         if now.wrapping_sub(self.last_tick) >= self.tick_ticks {
             self.fast.tick(now);
             icpt.poll_plugins();
+            // A reload may bring or take away the acceptor: new flows follow it.
+            self.fast.set_acceptor(icpt.acceptor().is_some());
+            if icpt.held.waiting() > 0 {
+                let mut out = std::mem::take(&mut icpt.decisions);
+                icpt.held.poll(now, &mut out);
+                for d in out.drain(..) {
+                    self.release(d, now, icpt);
+                }
+                icpt.decisions = out;
+            }
             self.last_tick = now;
         }
         if now.wrapping_sub(self.last_publish) >= self.publish_ticks {
@@ -273,7 +286,14 @@ impl Worker {
         for i in 0..k {
             if let Some(mut m) = self.held[i].take() {
                 match self.fast.flow_stage(m.data_mut(), &self.pending[i], now) {
-                    Verdict::Intercept(iv) => self.intercept(m, &iv, i, now, icpt),
+                    Verdict::Intercept(iv) => {
+                        let p = self.pending[i];
+                        self.intercept(m, &iv, &p, now, icpt)
+                    }
+                    Verdict::Hold(h) => {
+                        let p = self.pending[i];
+                        self.hold(m, &h, &p, now, icpt)
+                    }
                     v => self.apply(m, v),
                 }
             }
@@ -298,15 +318,15 @@ impl Worker {
                 Some(c) => c.push(m),
                 None => self.fast.counters.drop(DropCause::ControlRingFull),
             },
-            // Only the flow stage intercepts, and burst_passes hands those to `intercept`.
-            Verdict::Intercept(_) | Verdict::Drop => drop(m),
+            // Only the flow stage intercepts or holds, and its callers hand those on.
+            Verdict::Intercept(_) | Verdict::Hold(_) | Verdict::Drop => drop(m),
         }
     }
 
     /// A packet of an intercepted flow: its inner packet goes to the flow's TCP pair (the
     /// frame is freed after); a flow the interceptor cannot take is passed or refused.
     #[inline(never)]
-    fn intercept(&mut self, mut m: Mbuf, v: &Intercepted, i: usize, now: u64, icpt: &mut Interceptor) {
+    fn intercept(&mut self, mut m: Mbuf, v: &Intercepted, p: &Pending, now: u64, icpt: &mut Interceptor) {
         let slot = v.slot as usize;
         let client_dir = self.fast.table.entry(slot).initiator;
         let meta = self.fast.dir_meta(slot, client_dir);
@@ -324,8 +344,74 @@ impl Worker {
         };
         if !taken {
             let refuse = icpt.when_full() == WhenFull::Refuse;
-            let verdict = self.fast.demote(m.data_mut(), &self.pending[i], slot, refuse);
+            let verdict = self.fast.demote(m.data_mut(), p, slot, refuse);
             self.apply(m, verdict);
+        }
+    }
+
+    /// A packet of a flow the acceptor has not decided on: the first one asks it; the others
+    /// (and the first, if the answer must wait) are held until it answers.
+    #[inline(never)]
+    fn hold(&mut self, m: Mbuf, h: &Held, p: &Pending, now: u64, icpt: &mut Interceptor) {
+        let slot = h.slot;
+        if h.new {
+            let flow = flow_info(&self.fast.held_flow(slot as usize), self.index);
+            if let Some(accept) = icpt.held.ask(icpt.acceptor.as_ref(), slot, p.key, flow, now) {
+                self.settle(slot, &p.key, accept, icpt.held.cfg.reset);
+                self.rerun(m, p, now, icpt, true);
+                return;
+            }
+        }
+        let (off, len) = (h.payload_off as usize, h.payload_len as usize);
+        if len > 0 {
+            let decided = match m.data().get(off..off + len) {
+                Some(payload) => icpt.held.data(slot, h.from_client, payload),
+                None => None,
+            };
+            if let Some(d) = decided {
+                self.release(d, now, icpt);
+                self.rerun(m, p, now, icpt, false);
+                return;
+            }
+        }
+        match icpt.held.hold(slot, (m, *p)) {
+            Ok(()) => {}
+            // The flow's queue is full: counted by the acceptor, the packet goes.
+            Err((_, true)) => {}
+            Err(((m, p), false)) => {
+                let accept = icpt.held.orphan();
+                self.settle(slot, &p.key, accept, icpt.held.cfg.reset);
+                self.rerun(m, &p, now, icpt, false);
+            }
+        }
+    }
+
+    /// The acceptor decided a flow: its action in the table, then its held packets, in order.
+    fn release(&mut self, d: Decision<HeldPacket>, now: u64, icpt: &mut Interceptor) {
+        self.settle(d.slot, &d.key, d.accept, icpt.held.cfg.reset);
+        let mut packets = d.packets;
+        for (j, (m, p)) in packets.drain(..).enumerate() {
+            self.rerun(m, &p, now, icpt, j == 0);
+        }
+        icpt.held.recycle(packets);
+    }
+
+    fn settle(&mut self, slot: u32, key: &FlowKey, accept: bool, reset: bool) {
+        self.fast.decide(slot as usize, key, accept, reset);
+    }
+
+    /// A held packet through the flow stage again, now that its flow is decided. `first`: the
+    /// flow's first packet (an intercepted flow's pair starts from it).
+    fn rerun(&mut self, mut m: Mbuf, p: &Pending, now: u64, icpt: &mut Interceptor, first: bool) {
+        match self.fast.flow_stage(m.data_mut(), p, now) {
+            Verdict::Intercept(mut iv) => {
+                iv.new |= first;
+                self.intercept(m, &iv, p, now, icpt)
+            }
+            // The flow went from the table meanwhile (evicted) and came back as a new one.
+            Verdict::Hold(h) if h.new => self.hold(m, &h, p, now, icpt),
+            Verdict::Hold(_) => icpt.held.stats.queue_full += 1,
+            v => self.apply(m, v),
         }
     }
 
@@ -374,6 +460,13 @@ impl Worker {
         c.plugin_stopped = h.plugin_failures.get();
         (c.plugin_calls, c.plugin_failures) = icpt.plugin_counts();
         c.plugin_reloads = icpt.plugin_reloads;
+        let a = &icpt.held.stats;
+        c.acceptor_asked = a.asked;
+        c.acceptor_accepted = a.accepted;
+        c.acceptor_denied = a.denied;
+        c.acceptor_timed_out = a.timed_out;
+        c.acceptor_defaulted = a.defaulted;
+        c.acceptor_queue_full = a.queue_full;
         c.tx_packets = self.tx.sent;
         c.drops[DropCause::TxRefused as usize] = self.tx.refused;
         c.drops[DropCause::RingFull as usize] =
@@ -384,5 +477,23 @@ impl Worker {
         c.flows_active = self.fast.table.len() as u64;
         self.slot.publish(c);
         self.heartbeat.store(rdtsc(), Ordering::Relaxed);
+    }
+}
+
+/// The acceptor's view of a held flow.
+fn flow_info(h: &HeldFlow, worker: usize) -> FlowInfo {
+    let addr = |(a, port): ([u8; 16], u16)| {
+        let ip = if h.ipv6 { std::net::IpAddr::from(a) } else { std::net::IpAddr::from([a[0], a[1], a[2], a[3]]) };
+        std::net::SocketAddr::new(ip, port)
+    };
+    FlowInfo {
+        client: addr(h.client),
+        server: addr(h.server),
+        vpc_endpoint_id: h.vpc_endpoint_id,
+        attachment_id: h.attachment_id,
+        flow_cookie: h.flow_cookie,
+        worker,
+        protocol: h.protocol,
+        tls: None,
     }
 }

@@ -16,6 +16,8 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 // The seed's plugins that have a module of their own (they use the harness below).
+#[path = "plugins/acceptor.rs"]
+mod acceptor;
 #[path = "plugins/cloudfront.rs"]
 mod cloudfront;
 #[path = "plugins/seed.rs"]
@@ -66,6 +68,7 @@ fn flow() -> Rc<FlowInfo> {
         attachment_id: 42,
         flow_cookie: 0xdeadbeef,
         worker: 0,
+        protocol: 6,
         tls: None,
     })
 }

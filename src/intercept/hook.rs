@@ -22,6 +22,9 @@ pub struct FlowInfo {
     pub attachment_id: u64,
     pub flow_cookie: u32,
     pub worker: usize,
+    /// The transport protocol (IP protocol number): TCP for intercepted flows; any for the
+    /// acceptor's.
+    pub protocol: u8,
     /// Set once the flow's TLS was intercepted.
     pub tls: Option<TlsInfo>,
 }
@@ -161,6 +164,7 @@ mod tests {
             attachment_id: 0,
             flow_cookie: 7,
             worker: 0,
+            protocol: 6,
             tls: None,
         };
         let ri = RequestInfo { method: Method::GET, uri: Uri::from_static("/"), host: None };

@@ -132,6 +132,10 @@ const LINGER: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
 
+/// A packet of a flow waiting for the flow acceptor: its frame, and what the header stage
+/// learned of it (to run it through the flow stage again once the flow is decided).
+pub type HeldPacket = (flowdog_dpdk::Mbuf, flowdog_core::Pending);
+
 pub struct Interceptor {
     cfg: InterceptConfig,
     worker: usize,
@@ -153,6 +157,11 @@ pub struct Interceptor {
     /// already gone.
     retired: Vec<Rc<crate::plugin::Chain>>,
     retired_counts: (u64, u64),
+    /// The flow acceptor's instance (a chain of one), if configured.
+    pub(crate) acceptor: Option<Rc<crate::plugin::Chain>>,
+    /// New flows waiting for it, with their held packets, and the decisions of one tick.
+    pub held: crate::accept::Acceptor<HeldPacket>,
+    pub decisions: Vec<crate::accept::Decision<HeldPacket>>,
 }
 
 /// Callbacks run and failures of one chain's instances.
@@ -204,14 +213,31 @@ impl Interceptor {
             plugin_reloads: 0,
             retired: Vec::new(),
             retired_counts: (0, 0),
+            acceptor: None,
+            held: crate::accept::Acceptor::new(crate::accept::AcceptorConfig::new(&Default::default(), 1_000_000)),
+            decisions: Vec::with_capacity(64),
         }
     }
 
-    /// The plugin chain's instances on this worker, in order, of generation `generation`.
+    /// The plugins' instances on this worker, in order, of generation `generation`: the HTTP
+    /// chain, and the flow acceptor if one is configured.
     pub fn with_plugins(mut self, plugins: crate::plugin::Chain, generation: u64) -> Interceptor {
-        *self.ctx.plugins.borrow_mut() = Rc::new(plugins);
+        let (http, acceptor) = crate::plugin::split(plugins);
+        *self.ctx.plugins.borrow_mut() = Rc::new(http);
+        self.acceptor = acceptor;
         self.plugin_generation = generation;
         self
+    }
+
+    /// How new flows wait for the flow acceptor; `ticks_per_ms` is the worker's clock.
+    pub fn with_acceptor(mut self, section: &crate::accept::AcceptorSection, ticks_per_ms: u64) -> Interceptor {
+        self.held = crate::accept::Acceptor::new(crate::accept::AcceptorConfig::new(section, ticks_per_ms));
+        self
+    }
+
+    /// The flow acceptor of the running generation (new flows are asked it).
+    pub fn acceptor(&self) -> Option<&Rc<crate::plugin::Chain>> {
+        self.acceptor.as_ref()
     }
 
     /// Where this worker takes reloaded chains from.
@@ -234,8 +260,12 @@ impl Interceptor {
                 return;
             }
         };
-        let old = std::mem::replace(&mut *self.ctx.plugins.borrow_mut(), Rc::new(vms));
+        let (http, acceptor) = crate::plugin::split(vms);
+        let old = std::mem::replace(&mut *self.ctx.plugins.borrow_mut(), Rc::new(http));
         self.retired.push(old);
+        if let Some(old) = std::mem::replace(&mut self.acceptor, acceptor) {
+            self.retired.push(old);
+        }
         self.plugin_generation = next.generation;
         self.plugin_reloads += 1;
         next.events.send(crate::plugin::Event::Swapped { worker: self.worker, generation: next.generation });
@@ -258,11 +288,11 @@ impl Interceptor {
             self.retired_counts = (self.retired_counts.0 + gone.0, self.retired_counts.1 + gone.1);
         }
         let chain = self.ctx.plugins.borrow().clone();
-        if chain.is_empty() {
+        if chain.is_empty() && self.acceptor.is_none() {
             return;
         }
         let now = std::time::Instant::now();
-        for vm in chain.iter() {
+        for vm in chain.iter().chain(self.acceptor.iter().flat_map(|a| a.iter())) {
             if let Ok(mut v) = vm.try_borrow_mut() {
                 v.poll(now);
             }
@@ -271,7 +301,9 @@ impl Interceptor {
 
     /// Plugin callbacks run and plugin failures on this worker, every generation together.
     pub fn plugin_counts(&self) -> (u64, u64) {
-        let chains = std::iter::once(self.ctx.plugins.borrow().clone()).chain(self.retired.iter().cloned());
+        let chains = std::iter::once(self.ctx.plugins.borrow().clone())
+            .chain(self.acceptor.iter().cloned())
+            .chain(self.retired.iter().cloned());
         chains.fold(self.retired_counts, |(c, f), chain| {
             let (n, g) = counts(&chain);
             (c + n, f + g)
@@ -405,6 +437,7 @@ impl Interceptor {
             attachment_id: ids.attachment_id,
             flow_cookie: ids.flow_cookie,
             worker: self.worker,
+            protocol: 6,
             tls: None,
         };
         self.counters.created += 1;

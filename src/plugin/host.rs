@@ -54,9 +54,13 @@ pub struct ReqView {
     pub version: http::Version,
 }
 
-/// One HTTP context: a request and its response, as one plugin instance sees them.
+/// One HTTP context (a request and its response) or one stream context (a flow: the
+/// acceptor's), as one plugin instance sees them.
 pub struct HttpCtx {
     pub flow: Rc<FlowInfo>,
+    /// A stream context: `body` holds the downstream and upstream data, and `resumed` the
+    /// downstream and upstream continues.
+    pub stream: bool,
     /// The request head while this plugin holds it (between its headers callback and the
     /// moment it lets go).
     pub req: Option<http::request::Parts>,
@@ -83,6 +87,7 @@ impl HttpCtx {
     pub fn new(flow: Rc<FlowInfo>) -> HttpCtx {
         HttpCtx {
             flow,
+            stream: false,
             req: None,
             req_view: None,
             resp: None,
@@ -538,10 +543,20 @@ fn buffer_get(state: &State, t: BufferType) -> Result<&[u8], Status> {
         BufferType::VmConfiguration => Ok(&state.plugin.vm_configuration),
         BufferType::PluginConfiguration => Ok(&state.plugin.configuration),
         BufferType::CallResponseBody => state.call_response.as_ref().map(|r| &r.body[..]).ok_or(Status::NotFound),
-        BufferType::RequestBody | BufferType::ResponseBody => {
+        BufferType::RequestBody | BufferType::ResponseBody | BufferType::DownstreamData | BufferType::UpstreamData => {
             let ctx = state.http.get(&state.effective).ok_or(Status::NotFound)?;
-            Ok(&ctx.body[if t == BufferType::RequestBody { 0 } else { 1 }])
+            Ok(&ctx.body[body_index(ctx, t)?])
         }
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// Which of a context's two buffers `t` is: the request body or downstream data (0), the
+/// response body or upstream data (1); the other kind's buffers are not found in it.
+fn body_index(ctx: &HttpCtx, t: BufferType) -> Result<usize, Status> {
+    match (t, ctx.stream) {
+        (BufferType::RequestBody, false) | (BufferType::DownstreamData, true) => Ok(0),
+        (BufferType::ResponseBody, false) | (BufferType::UpstreamData, true) => Ok(1),
         _ => Err(Status::NotFound),
     }
 }
@@ -550,9 +565,10 @@ fn buffer_get(state: &State, t: BufferType) -> Result<&[u8], Status> {
 /// start 0 and size ≥ the length replace all; start at the end appends).
 fn buffer_set(state: &mut State, t: BufferType, start: usize, size: usize, value: &[u8]) -> Result<(), Status> {
     let buf = match t {
-        BufferType::RequestBody | BufferType::ResponseBody => {
+        BufferType::RequestBody | BufferType::ResponseBody | BufferType::DownstreamData | BufferType::UpstreamData => {
             let ctx = state.http.get_mut(&state.effective).ok_or(Status::NotFound)?;
-            &mut ctx.body[if t == BufferType::RequestBody { 0 } else { 1 }]
+            let i = body_index(ctx, t)?;
+            &mut ctx.body[i]
         }
         BufferType::CallResponseBody => &mut state.call_response.as_mut().ok_or(Status::NotFound)?.body,
         _ => return Err(Status::NotFound),
@@ -610,6 +626,8 @@ pub fn property(state: &State, path: &[u8]) -> Option<Vec<u8>> {
         [b"gwlb", b"attachment_id"] => s(&f.attachment_id.to_string()),
         [b"gwlb", b"flow_cookie"] => s(&format!("{:08x}", f.flow_cookie)),
         [b"flowdog", b"direction"] => s(if c.resp.is_some() || c.status.is_some() { "response" } else { "request" }),
+        [b"flowdog", b"network_protocol"] => s(if f.client.is_ipv6() { "ipv6" } else { "ipv4" }),
+        [b"flowdog", b"transport_protocol"] => s(&transport_name(f.protocol)),
         [b"request", b"path"] => req.map(|r| path_of(r.1).as_bytes().to_vec()),
         [b"request", b"url_path"] => req.map(|r| r.1.path().as_bytes().to_vec()),
         [b"request", b"query"] => req.map(|r| r.1.query().unwrap_or("").as_bytes().to_vec()),
@@ -633,6 +651,17 @@ pub fn property(state: &State, path: &[u8]) -> Option<Vec<u8>> {
             c.resp.as_ref().and_then(|p| p.headers.get(std::str::from_utf8(name).ok()?)).map(|v| v.as_bytes().to_vec())
         }
         _ => None,
+    }
+}
+
+/// A transport protocol's name ("tcp", "udp", "icmp", "icmpv6"), else its number.
+pub fn transport_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
     }
 }
 
@@ -883,15 +912,25 @@ pub fn add_proxy(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         },
     )?;
 
-    fn resume(c: &mut Caller<'_, State>, stream: i32) -> i32 {
-        let dir = match stream {
-            abi::STREAM_REQUEST => 0,
-            abi::STREAM_RESPONSE => 1,
-            abi::STREAM_DOWNSTREAM | abi::STREAM_UPSTREAM => return Status::Unimplemented.code(),
-            _ => return Status::BadArgument.code(),
+    /// The effective context, if `stream` names one of its two directions: HTTP contexts have
+    /// the request and the response, stream contexts downstream and upstream.
+    fn stream_of<'a>(c: &'a mut Caller<'_, State>, stream: i32) -> Result<(&'a mut HttpCtx, usize), Status> {
+        let (dir, for_stream) = match stream {
+            abi::STREAM_REQUEST => (0, false),
+            abi::STREAM_RESPONSE => (1, false),
+            abi::STREAM_DOWNSTREAM => (0, true),
+            abi::STREAM_UPSTREAM => (1, true),
+            _ => return Err(Status::BadArgument),
         };
-        match effective_ctx(c.data_mut()) {
-            Ok(ctx) => {
+        let ctx = effective_ctx(c.data_mut())?;
+        if ctx.stream != for_stream {
+            return Err(Status::BadArgument);
+        }
+        Ok((ctx, dir))
+    }
+    fn resume(c: &mut Caller<'_, State>, stream: i32) -> i32 {
+        match stream_of(c, stream) {
+            Ok((ctx, dir)) => {
                 ctx.resumed[dir] = true;
                 ctx.notify.fire();
                 Status::Ok.code()
@@ -910,11 +949,8 @@ pub fn add_proxy(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         resume(&mut c, abi::STREAM_RESPONSE)
     })?;
     linker.func_wrap("env", "proxy_close_stream", |mut c: Caller<'_, State>, stream: i32| -> i32 {
-        if !(0..=3).contains(&stream) {
-            return Status::BadArgument.code();
-        }
-        match effective_ctx(c.data_mut()) {
-            Ok(ctx) => {
+        match stream_of(&mut c, stream) {
+            Ok((ctx, _)) => {
                 ctx.closed = true;
                 ctx.notify.fire();
                 Status::Ok.code()

@@ -27,6 +27,13 @@ pub mod vm;
 /// One worker's instances of one generation of the chain, in order.
 pub type Chain = Vec<std::rc::Rc<std::cell::RefCell<vm::Vm>>>;
 
+/// A worker's instances split by kind: the HTTP chain, and the flow acceptor (as a chain of
+/// one, so that flows waiting on it keep its generation alive the way connections keep theirs).
+pub fn split(vms: Chain) -> (Chain, Option<std::rc::Rc<Chain>>) {
+    let (acc, http): (Chain, Chain) = vms.into_iter().partition(|v| v.borrow().info.kind == PluginKind::Acceptor);
+    (http, (!acc.is_empty()).then(|| std::rc::Rc::new(acc)))
+}
+
 use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -125,6 +132,16 @@ impl Configuration {
     }
 }
 
+/// What a plugin is asked: HTTP contexts for each intercepted request (the chain), or stream
+/// contexts for each new flow (the flow acceptor: at most one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    #[default]
+    Http,
+    Acceptor,
+}
+
 /// `[[plugin]]`: one plugin of the chain, in order.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +157,8 @@ pub struct PluginEntry {
     pub vm_configuration: Option<Configuration>,
     #[serde(default)]
     pub on_failure: OnFailure,
+    #[serde(default)]
+    pub kind: PluginKind,
 }
 
 /// A compiled plugin with its settings, shared by the workers.
@@ -151,6 +170,7 @@ pub struct PluginInfo {
     pub configuration: Vec<u8>,
     pub vm_configuration: Vec<u8>,
     pub on_failure: OnFailure,
+    pub kind: PluginKind,
     pub log_level: u32,
     /// Names a `proxy_http_call` may use.
     pub upstreams: Vec<String>,
@@ -425,6 +445,7 @@ fn host_state_for_check(engine: &Engine) -> host::State {
         configuration: Vec::new(),
         vm_configuration: Vec::new(),
         on_failure: OnFailure::Open,
+        kind: PluginKind::Http,
         log_level: 2,
         upstreams: Vec::new(),
         module: Module::from_binary(engine, b"\0asm\x01\0\0\0").expect("the empty module"),
@@ -510,6 +531,9 @@ impl Plugins {
         }
         let mut upstreams: Vec<String> = settings.upstreams.keys().cloned().collect();
         upstreams.sort();
+        if entries.iter().filter(|e| e.kind == PluginKind::Acceptor).count() > 1 {
+            bail!("[[plugin]] kind = \"acceptor\": one plugin at most decides on new flows");
+        }
         let mut chain = Vec::with_capacity(entries.len());
         for e in entries {
             if chain.iter().any(|p: &Arc<PluginInfo>| p.name == e.name) {
@@ -539,6 +563,7 @@ impl Plugins {
                 configuration: e.configuration.as_ref().map(|c| c.bytes()).unwrap_or_default(),
                 vm_configuration: e.vm_configuration.as_ref().map(|c| c.bytes()).unwrap_or_default(),
                 on_failure: e.on_failure,
+                kind: e.kind,
                 log_level: level,
                 upstreams: upstreams.clone(),
                 module,

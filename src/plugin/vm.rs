@@ -34,6 +34,11 @@ pub const EXPORT_TYPES: &[(&str, (usize, usize))] = &[
     ("proxy_on_done", (1, 1)),
     ("proxy_on_delete", (1, 0)),
     ("proxy_on_http_call_response", (5, 0)),
+    ("proxy_on_new_connection", (1, 1)),
+    ("proxy_on_downstream_data", (3, 1)),
+    ("proxy_on_upstream_data", (3, 1)),
+    ("proxy_on_downstream_connection_close", (2, 0)),
+    ("proxy_on_upstream_connection_close", (2, 0)),
 ];
 
 type F1 = TypedFunc<i32, ()>;
@@ -56,6 +61,10 @@ pub struct Exports {
     done: Option<F1r>,
     delete: Option<F1>,
     call_response: Option<F5>,
+    new_connection: Option<F1r>,
+    /// Downstream, upstream.
+    data: [Option<F3r>; 2],
+    close: [Option<F2>; 2],
 }
 
 struct Live {
@@ -199,6 +208,15 @@ impl Vm {
             done: typed(&inst, &mut store, "proxy_on_done"),
             delete: typed(&inst, &mut store, "proxy_on_delete"),
             call_response: typed(&inst, &mut store, "proxy_on_http_call_response"),
+            new_connection: typed(&inst, &mut store, "proxy_on_new_connection"),
+            data: [
+                typed(&inst, &mut store, "proxy_on_downstream_data"),
+                typed(&inst, &mut store, "proxy_on_upstream_data"),
+            ],
+            close: [
+                typed(&inst, &mut store, "proxy_on_downstream_connection_close"),
+                typed(&inst, &mut store, "proxy_on_upstream_connection_close"),
+            ],
         };
         store.set_epoch_deadline(dl);
         ex.context_create
@@ -314,12 +332,60 @@ impl Vm {
 
     /// A new HTTP context for `flow`: its id, the instance's incarnation and its wakeup.
     pub fn new_http(&mut self, flow: Rc<FlowInfo>) -> Option<(u32, u64, Rc<Notify>)> {
+        self.new_ctx(flow, false)
+    }
+
+    /// A new stream context for `flow` (then [`Vm::on_new_connection`]).
+    pub fn new_stream(&mut self, flow: Rc<FlowInfo>) -> Option<(u32, u64, Rc<Notify>)> {
+        self.new_ctx(flow, true)
+    }
+
+    /// `proxy_on_new_connection`: the plugin's action (Continue when it lacks the callback).
+    pub fn on_new_connection(&mut self, id: u32) -> Result<i32, Failed> {
+        let r = self.call(id, |ex, s| ex.new_connection.as_ref().map(|f| f.call(s, id as i32)))?;
+        Ok(r.unwrap_or(super::abi::ACTION_CONTINUE))
+    }
+
+    /// `proxy_on_downstream_data` (`downstream`) or `proxy_on_upstream_data` with `data` as the
+    /// stream context's buffer: the plugin's action (Continue when it lacks the callback).
+    pub fn on_stream_data(
+        &mut self,
+        id: u32,
+        inc: u64,
+        downstream: bool,
+        data: &[u8],
+        eos: bool,
+    ) -> Result<i32, Failed> {
+        let i = if downstream { 0 } else { 1 };
+        let Some(ctx) = self.ctx(id, inc) else { return Err(Failed) };
+        ctx.body[i].clear();
+        ctx.body[i].extend_from_slice(data);
+        let n = data.len() as i32;
+        let r = self.call(id, |ex, s| ex.data[i].as_ref().map(|f| f.call(s, (id as i32, n, eos as i32))))?;
+        Ok(r.unwrap_or(super::abi::ACTION_CONTINUE))
+    }
+
+    /// The end of a stream context: the close callbacks (`peer` closed it) when `closed`,
+    /// then `on_log`, `on_done`, `on_delete`, and the context goes.
+    pub fn finish_stream(&mut self, id: u32, inc: u64, closed: Option<i32>) {
+        if let Some(peer) = closed {
+            for i in 0..2 {
+                if self.alive(inc) {
+                    let _ = self.call(id, |ex, s| ex.close[i].as_ref().map(|f| f.call(s, (id as i32, peer))));
+                }
+            }
+        }
+        self.finish(id, inc);
+    }
+
+    fn new_ctx(&mut self, flow: Rc<FlowInfo>, stream: bool) -> Option<(u32, u64, Rc<Notify>)> {
         if !self.ensure() {
             return None;
         }
         let id = self.next_ctx;
         self.next_ctx = if self.next_ctx == u32::MAX { ROOT + 1 } else { self.next_ctx + 1 };
-        let ctx = HttpCtx::new(flow);
+        let mut ctx = HttpCtx::new(flow);
+        ctx.stream = stream;
         let notify = ctx.notify.clone();
         self.live.as_mut()?.store.data_mut().http.insert(id, ctx);
         self.call(id, |ex, s| Some(ex.context_create.call(s, (id as i32, ROOT as i32)))).ok()?;

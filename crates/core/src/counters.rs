@@ -127,6 +127,17 @@ counters! {
     intercept_over_limit,
     /// TCP resets sent for denied flows.
     rst_sent,
+    /// The flow acceptor: packets held while it decided, flows it was asked about, accepted,
+    /// denied, those decided by the timeout's default, those decided by the default without
+    /// asking (too many flows waiting, or the plugin failed), and held packets dropped (the
+    /// flow's queue was full).
+    acceptor_held,
+    acceptor_asked,
+    acceptor_accepted,
+    acceptor_denied,
+    acceptor_timed_out,
+    acceptor_defaulted,
+    acceptor_queue_full,
     arp_replies,
     icmp_replies,
     /// Packets handed to the owner worker over a ring.

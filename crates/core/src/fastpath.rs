@@ -41,6 +41,9 @@ pub enum Verdict {
     Control,
     /// A packet of an intercepted TCP flow: hand its inner packet to the flow's TCP pair.
     Intercept(Intercepted),
+    /// A packet of a flow the acceptor has not decided on: hold the frame (untouched) until it
+    /// does, then run it through [`FastPath::flow_stage`] again.
+    Hold(Held),
     /// Drop (already counted by cause).
     Drop,
 }
@@ -60,6 +63,32 @@ pub struct Intercepted {
     pub inner_len: u16,
     /// The TCP segment's flags (already parsed here; the pair need not parse again).
     pub tcp_flags: u8,
+}
+
+/// A held packet's flow (see [`Verdict::Hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub slot: u32,
+    /// The first packet of a new flow: ask the acceptor.
+    pub new: bool,
+    pub from_client: bool,
+    /// The inner packet's upper-layer payload: offset in the frame and length (the acceptor's
+    /// downstream or upstream data).
+    pub payload_off: u16,
+    pub payload_len: u16,
+}
+
+/// A held flow's endpoints and GWLB options, for the acceptor (see [`FastPath::held_flow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldFlow {
+    pub ipv6: bool,
+    pub protocol: u8,
+    /// The initiator's (client's) address and port, then the responder's.
+    pub client: ([u8; 16], u16),
+    pub server: ([u8; 16], u16),
+    pub vpc_endpoint_id: u64,
+    pub attachment_id: u64,
+    pub flow_cookie: u32,
 }
 
 /// Longest outer header [`FastPath::outer`] makes.
@@ -176,6 +205,8 @@ pub struct FastPath {
     pub counters: Counters,
     /// New flows per policy rule (same order as the rules), then one for the default.
     pub rule_hits: Vec<u64>,
+    /// New flows that policy does not drop wait for the flow acceptor ([`Action::Ask`]).
+    acceptor: bool,
 }
 
 fn ip4_cause(e: WireError) -> DropCause {
@@ -196,7 +227,60 @@ fn inner_cause(e: WireError) -> DropCause {
 impl FastPath {
     pub fn new(cfg: FastPathConfig, policy: Policy, table: FlowTableConfig) -> Self {
         let rule_hits = vec![0; policy.rules.len() + 1];
-        FastPath { cfg, policy, table: FlowTable::new(table), counters: Counters::default(), rule_hits }
+        FastPath {
+            cfg,
+            policy,
+            table: FlowTable::new(table),
+            counters: Counters::default(),
+            rule_hits,
+            acceptor: false,
+        }
+    }
+
+    /// With an acceptor, every new flow that policy does not drop is held ([`Verdict::Hold`])
+    /// until [`FastPath::decide`] is called for it.
+    pub fn set_acceptor(&mut self, on: bool) {
+        self.acceptor = on;
+    }
+
+    /// The acceptor's answer for the held flow in `slot` (if it still holds the flow of
+    /// `key`): accepted flows take the action policy gave them, denied ones are dropped (with
+    /// RSTs for TCP when `reset`). False when the slot holds another flow or no longer waits.
+    pub fn decide(&mut self, slot: usize, key: &FlowKey, accept: bool, reset: bool) -> bool {
+        let e = self.table.entry(slot);
+        let Action::Ask { intercept } = e.action else { return false };
+        if e.key != *key {
+            return false;
+        }
+        let a = match (accept, intercept) {
+            (true, true) => Action::Intercept,
+            (true, false) => Action::Allow,
+            (false, _) => Action::Drop { reset },
+        };
+        self.table.set_action(slot, a);
+        true
+    }
+
+    /// The endpoints and GWLB options of the flow in `slot` as its initiator sent them.
+    pub fn held_flow(&self, slot: usize) -> HeldFlow {
+        let e = self.table.entry(slot);
+        let k = &e.key;
+        let lo = (k.lo, k.lo_port);
+        let hi = (k.hi, k.hi_port);
+        let (client, server) = match e.initiator {
+            Direction::LoToHi => (lo, hi),
+            Direction::HiToLo => (hi, lo),
+        };
+        let m = &self.table.meta(slot).dir[e.initiator as usize];
+        HeldFlow {
+            ipv6: k.ipv6,
+            protocol: k.protocol,
+            client,
+            server,
+            vpc_endpoint_id: m.vpc_endpoint_id,
+            attachment_id: m.attachment_id,
+            flow_cookie: m.flow_cookie,
+        }
     }
 
     /// Handles one frame received at time `now`. `steered` is true for frames another worker
@@ -508,6 +592,18 @@ impl FastPath {
                 }
                 Err(DropCause::PolicyDrop)
             }
+            Action::Ask { .. } => {
+                self.counters.acceptor_held += 1;
+                let inner = geneve_off + geneve_len;
+                let (off, len) = payload(&f[inner..], p);
+                Ok(Verdict::Hold(Held {
+                    slot: i as u32,
+                    new,
+                    from_client: dir == self.table.entry(i).initiator,
+                    payload_off: (inner + off) as u16,
+                    payload_len: len as u16,
+                }))
+            }
         }
     }
 
@@ -560,6 +656,13 @@ impl FastPath {
             // Only TCP is terminated; other protocols that a rule marks pass untouched.
             self.table.set_action(i, Action::Allow);
             c.intercept_passed += 1;
+        }
+        if new && self.acceptor {
+            match self.table.entry(i).action {
+                Action::Allow => self.table.set_action(i, Action::Ask { intercept: false }),
+                Action::Intercept => self.table.set_action(i, Action::Ask { intercept: true }),
+                Action::Drop { .. } | Action::Ask { .. } => {}
+            }
         }
         (i, new)
     }
@@ -761,6 +864,23 @@ impl FastPath {
 
 fn v4(a: &[u8; 16]) -> Ipv4Addr {
     Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}
+
+/// The upper-layer payload of an inner packet: its offset from the packet's start and length
+/// (TCP past its data offset, UDP past its header, ICMP past its 8 bytes; none for a later
+/// fragment or a header that does not fit).
+fn payload(inner: &[u8], p: &Pending) -> (usize, usize) {
+    let (l4, end) = (p.l4_offset as usize, (p.total_len as usize).min(inner.len()));
+    if p.fragment == Fragment::Later || l4 >= end {
+        return (end, 0);
+    }
+    let hdr = match p.key.protocol {
+        ip_protocol::TCP => inner.get(l4 + 12).map_or(end, |b| ((b >> 4) as usize) * 4),
+        ip_protocol::UDP | ip_protocol::ICMP | ip_protocol::ICMPV6 => 8,
+        _ => 0,
+    };
+    let start = (l4 + hdr).min(end);
+    (start, end - start)
 }
 
 #[cfg(test)]

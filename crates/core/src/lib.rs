@@ -17,6 +17,6 @@ pub mod hash;
 pub mod policy;
 
 pub use counters::{Counters, DropCause};
-pub use fastpath::{FastPath, FastPathConfig, Intercepted, Outer, Pending, Stage, Verdict};
+pub use fastpath::{FastPath, FastPathConfig, Held, HeldFlow, Intercepted, Outer, Pending, Stage, Verdict};
 pub use flow::{Direction, FlowKey, FlowTable, FlowTableConfig};
 pub use policy::{Action, Policy, Rule};

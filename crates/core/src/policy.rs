@@ -16,8 +16,12 @@ pub enum Action {
     Allow,
     /// Drop every packet; for TCP, optionally answer each with a RST inside the flow's Geneve header.
     Drop { reset: bool },
-    /// Terminate and inspect (a later layer); until it exists, counted and passed as `Allow`.
+    /// Terminate and inspect: the flow's TCP pair on this worker (TCP whole flows only).
     Intercept,
+    /// Not decided yet: the flow acceptor was asked and its packets are held until it answers.
+    /// `intercept` is what an accepted flow becomes (policy's Intercept, else Allow). Never a
+    /// rule's action: the fast path sets it on new flows when an acceptor is configured.
+    Ask { intercept: bool },
 }
 
 /// An IPv4 or IPv6 prefix.
