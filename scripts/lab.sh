@@ -9,6 +9,13 @@
 #                                blackhole 198.18.3.0/24                 HTTP echo 8080, WS 8765
 #                                 |-- gwa1 ------- dp0 ${FDLAB}-a1 (appliance 198.18.0.2, no IP)
 #                                 |-- gwaN ------- dp0 ${FDLAB}-aN (appliance 198.18.0.(1+N))
+#                                brmgmt 198.18.4.1
+#                                 |-- gwm1 ------- mgmt0 ${FDLAB}-a1 198.18.4.2 (management)
+#                                 |-- gwmN ------- mgmt0 ${FDLAB}-aN 198.18.4.(1+N)
+#
+# The management link is the appliance's second ENI on AWS: its kernel's own traffic (the
+# plugins' outbound calls, such as flow_acceptor's authorizer) goes over it to the server
+# subnet only (a route to 198.18.2.0/24, no default route); gw routes it by its main table.
 #
 # What the client or the server sends through the gw namespace is not forwarded by the kernel:
 # policy routing sends everything arriving on gwc into the TUN tunc and everything arriving on
@@ -43,6 +50,10 @@
 #           the sha256 and size of the body (Content-Length or chunked, Expect: 100-continue),
 #           GET /stream/N sends N bytes (byte i = i % 251) chunked; anything malformed: 400.
 #     8765  a WebSocket echo (python3-websockets): every message back with its type.
+#   scripts/lab_authorizer.py on 9100 (FDLAB_AUTHORIZER_URL, reached over the management link):
+#     the flow authorizer of the flow_acceptor plugin; its rules are $FDLAB_STATE/authorizer.json
+#     (FDLAB_AUTHORIZER_RULES, read at every request; absent: accept all) and it logs every
+#     request to FDLAB_AUTHORIZER_LOG, one JSON line each.
 #   Nothing listens on port 9 (FDLAB_CLOSED_PORT): a TCP connect to it gets an RST.
 # In gw, 198.18.3.0/24 (FDLAB_BLACKHOLE_IP 198.18.3.1) is a blackhole route: what the client
 # sends there through the GWLB path is dropped silently, so a TCP connect to it times out.
@@ -88,7 +99,7 @@ HOSTS_MANY=(h1.lab.test h2.lab.test h3.lab.test h4.lab.test h5.lab.test h6.lab.t
 # The expired certificate's validity (openssl ca -startdate/-enddate, UTCTime).
 EXPIRED_FROM=200101000000Z EXPIRED_UNTIL=200102000000Z
 BIG_SIZE=$((20 * 1024 * 1024)) BIG100_SIZE=$((100 * 1024 * 1024))
-ECHO_PORT=7 IPERF_PORT=5201 HTTPECHO_PORT=8080 H2C_PORT=8081 WS_PORT=8765
+ECHO_PORT=7 IPERF_PORT=5201 HTTPECHO_PORT=8080 H2C_PORT=8081 WS_PORT=8765 AUTHORIZER_PORT=9100
 # Nothing may listen on CLOSED_PORT in the server namespace (checked at "up").
 CLOSED_PORT=9
 BLACKHOLE_NET=198.18.3.0/24 BLACKHOLE_IP=198.18.3.1
@@ -180,6 +191,7 @@ alive() { # alive NS PIDFILE: the pid in PIDFILE is a live process in NS
 }
 
 app_ip() { echo "198.18.0.$((1 + $1))"; }
+mgmt_ip() { echo "198.18.4.$((1 + $1))"; }
 app_mac() { printf '02:fd:00:00:00:%02x\n' "$1"; }
 
 need_tools() {
@@ -188,6 +200,7 @@ need_tools() {
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   [ -f "$LAB_DIR/lab_httpecho.py" ] || missing+=("$LAB_DIR/lab_httpecho.py")
+  [ -f "$LAB_DIR/lab_authorizer.py" ] || missing+=("$LAB_DIR/lab_authorizer.py")
   # The WebSocket server needs websockets >= 10.1 (a handler without the path argument).
   # Debian's python3-websockets is seen by /usr/bin/python3, not by a pyenv or venv $PY.
   WSPY=
@@ -276,6 +289,22 @@ build_net() {
     ip -n "$NS_GW" link set "gwa$i" up
   done
   ip -n "$NS_GW" link set brapp up
+
+  # The management segment: the appliances' kernels reach the server subnet through gw.
+  ip -n "$NS_GW" link add brmgmt type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  nsx "$NS_GW" sysctl -qw net.ipv6.conf.brmgmt.disable_ipv6=1
+  ip -n "$NS_GW" addr add 198.18.4.1/24 dev brmgmt
+  for ((i = 1; i <= n; i++)); do
+    ns=$P-a$i
+    ip link add "gwm$i" netns "$NS_GW" type veth peer name mgmt0 netns "$ns"
+    nsx "$NS_GW" sysctl -qw "net.ipv6.conf.gwm$i.disable_ipv6=1"
+    ip -n "$NS_GW" link set "gwm$i" master brmgmt
+    ip -n "$ns" addr add "$(mgmt_ip "$i")/24" dev mgmt0
+    ip -n "$ns" link set mgmt0 up
+    ip -n "$NS_GW" link set "gwm$i" up
+    ip -n "$ns" route add 198.18.2.0/24 via 198.18.4.1
+  done
+  ip -n "$NS_GW" link set brmgmt up
   # The UDP checksum of what gw's sockets send to the appliances is otherwise left for an
   # "offload" that a veth never does, and af_packet would show it unfilled to flowdog and tshark.
   if command -v ethtool >/dev/null 2>&1; then
@@ -299,13 +328,17 @@ build_net() {
 
   # rp_filter off everywhere (the effective value is max(all, interface)): packets from the
   # client and server subnets come back in on the TUNs.
-  for ifc in lo gwc gws brapp tunc tuns; do
+  for ifc in lo gwc gws brapp brmgmt tunc tuns; do
     nsx "$NS_GW" sysctl -qw "net.ipv4.conf.$ifc.rp_filter=0"
   done
-  for ((i = 1; i <= n; i++)); do nsx "$NS_GW" sysctl -qw "net.ipv4.conf.gwa$i.rp_filter=0"; done
+  for ((i = 1; i <= n; i++)); do
+    nsx "$NS_GW" sysctl -qw "net.ipv4.conf.gwa$i.rp_filter=0" "net.ipv4.conf.gwm$i.rp_filter=0"
+  done
 
   # Policy routing: from the client into tunc, from the server into tuns. The local table (pref
   # 0) still delivers what is addressed to gw itself (ARP, ND, ping of 198.18.1.1).
+  # Before those: the server's answers to the management segment take the main table.
+  ip -n "$NS_GW" rule add pref 900 to 198.18.4.0/24 lookup main
   local fam
   for fam in -4 -6; do
     ip -n "$NS_GW" "$fam" rule add pref 1000 iif gwc lookup 101
@@ -691,6 +724,10 @@ start_services() {
   ip netns exec "$NS_S" "$WSPY" "$STATE/lab_httpecho.py" ws "$WS_PORT" "$STATE/wsecho.pid" \
     "${SERVER_ADDRS[@]}" </dev/null >>"$STATE/wsecho.log" 2>&1 9>&- &
   disown
+  install -m 0644 "$LAB_DIR/lab_authorizer.py" "$STATE/lab_authorizer.py"
+  ip netns exec "$NS_S" "$PY" "$STATE/lab_authorizer.py" "$AUTHORIZER_PORT" "$STATE/authorizer.pid" \
+    "$STATE/authorizer.json" "$STATE/authorizer.log" 198.18.2.10 </dev/null >>"$STATE/authorizer.err" 2>&1 9>&- &
+  disown
 
   wait_for 10 "nginx (http)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 "http://$HOSTS_WWW/"
   wait_for 10 "nginx (https)" nsx "$NS_S" curl -fsS -o /dev/null --max-time 2 --cacert "$STATE/ca.pem" \
@@ -719,6 +756,7 @@ start_services() {
     "http://$HOSTS_WWW:$H2C_PORT/"
   wait_for 10 "the HTTP echo server (see $STATE/httpecho.log)" alive "$NS_S" "$STATE/httpecho.pid"
   wait_for 10 "the WebSocket echo server (see $STATE/wsecho.log)" alive "$NS_S" "$STATE/wsecho.pid"
+  wait_for 10 "the authorizer (see $STATE/authorizer.err)" alive "$NS_S" "$STATE/authorizer.pid"
   if nsx "$NS_S" ss -Hltn "sport = :$CLOSED_PORT" | grep -q .; then
     die "something listens on port $CLOSED_PORT in $NS_S, which must stay closed"
   fi
@@ -779,6 +817,9 @@ write_env() {
     echo "FDLAB_HTTPECHO_PORT=$HTTPECHO_PORT"
     echo "FDLAB_H2C_PORT=$H2C_PORT"
     echo "FDLAB_WS_PORT=$WS_PORT"
+    echo "FDLAB_AUTHORIZER_URL=http://198.18.2.10:$AUTHORIZER_PORT"
+    echo "FDLAB_AUTHORIZER_RULES=$STATE/authorizer.json"
+    echo "FDLAB_AUTHORIZER_LOG=$STATE/authorizer.log"
     echo "FDLAB_CLOSED_PORT=$CLOSED_PORT"
     echo "FDLAB_BLACKHOLE_NET=$BLACKHOLE_NET"
     echo "FDLAB_BLACKHOLE_IP=$BLACKHOLE_IP"
@@ -789,6 +830,7 @@ write_env() {
       echo "FDLAB_APP${i}_IP=$(app_ip "$i")"
       echo "FDLAB_APP${i}_MAC=$(app_mac "$i")"
       echo "FDLAB_APP${i}_GW_IF=gwa$i"
+      echo "FDLAB_APP${i}_MGMT_IP=$(mgmt_ip "$i")"
     done
   } >"$STATE/lab.env.tmp"
   mv "$STATE/lab.env.tmp" "$STATE/lab.env"
@@ -858,7 +900,7 @@ cmd_status() {
   fi
   local svc f
   for svc in nginx:nginx/nginx.pid iperf3:iperf3.pid udp-echo:echo.pid http-echo:httpecho.pid \
-    ws-echo:wsecho.pid; do
+    ws-echo:wsecho.pid authorizer:authorizer.pid; do
     f=$STATE/${svc#*:}
     if alive "$NS_S" "$f"; then
       echo "$NS_S ${svc%%:*}: running (pid $(head -n1 "$f"))"

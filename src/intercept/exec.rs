@@ -77,9 +77,10 @@ impl Executor {
         Executor::default()
     }
 
-    /// Tasks not finished yet.
+    /// Tasks not finished yet, those spawned since the last run included (a plugin's
+    /// outbound call spawns one with no connection open: the worker must still run it).
     pub fn live(&self) -> usize {
-        self.live
+        self.live + INBOX.with(|i| i.borrow().len())
     }
 
     /// Whether a task waits to run.
