@@ -22,6 +22,8 @@ mod acceptor;
 mod cloudfront;
 #[path = "plugins/seed.rs"]
 mod seed;
+#[path = "plugins/template.rs"]
+mod template;
 
 fn wasm(name: &str) -> PathBuf {
     let dir = std::env::var_os("FLOWDOG_PLUGINS_DIR")
