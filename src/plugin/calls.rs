@@ -1,11 +1,15 @@
 //! Outbound HTTP calls that plugins make (`proxy_http_call`), performed off the workers: a
 //! control-plane thread runs them on its own tokio runtime. A worker hands a call over with a
 //! non-blocking `try_send` on a bounded queue and awaits the answer on a oneshot, which its
-//! executor polls like any other task; a full queue fails that call at once.
+//! executor polls like any other task; a full queue fails that call at once. Upstreams are
+//! `http://` or `https://` (rustls, the upstream verified against the system's roots and/or
+//! `[plugins] upstream_ca_file`, SNI from the upstream's host name; on AWS, a Lambda function
+//! URL), one HTTP/1.1 connection per call.
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,36 +70,53 @@ impl CallClient {
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    /// `https://`: TLS to the upstream, verified.
+    pub tls: bool,
 }
 
 impl Upstream {
-    /// `http://host:port` (the port defaults to 80).
+    /// `http://host:port` (the port defaults to 80) or `https://host:port` (443).
     pub fn parse(url: &str) -> Result<Upstream, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{url:?}: only http:// upstreams are supported"));
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url:?}: upstreams are http:// or https:// URLs")),
+        };
         let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Upstream { host, port: uri.port_u16().unwrap_or(80) })
+        Ok(Upstream { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls })
     }
 }
 
+/// The TLS client settings for `https://` upstreams.
+pub fn tls_client(roots: rustls::RootCertStore) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(c))
+}
+
 /// Starts the call thread for these upstreams; it ends when every client is gone.
+/// `tls`: the client settings `https://` upstreams need (None: they fail, named).
 pub fn start(
     upstreams: HashMap<String, Upstream>,
     queue: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> std::io::Result<(CallClient, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel::<Job>(queue.max(1));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let h = std::thread::Builder::new().name("flowdog-calls".into()).spawn(move || {
         rt.block_on(async move {
-            let upstreams = std::sync::Arc::new(upstreams);
+            let upstreams = Arc::new(upstreams);
             while let Some((req, reply)) = rx.recv().await {
                 let ups = upstreams.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let timeout = req.timeout;
-                    let r = match tokio::time::timeout(timeout, perform(&ups, req)).await {
+                    let r = match tokio::time::timeout(timeout, perform(&ups, tls, req)).await {
                         Ok(r) => r,
                         Err(_) => Err(CallError::Timeout),
                     };
@@ -107,14 +128,38 @@ pub fn start(
     Ok((CallClient { tx }, h))
 }
 
-async fn perform(ups: &HashMap<String, Upstream>, req: CallRequest) -> Result<CallResponse, CallError> {
+async fn perform(
+    ups: &HashMap<String, Upstream>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    req: CallRequest,
+) -> Result<CallResponse, CallError> {
     let up = ups.get(&req.upstream).ok_or(CallError::UnknownUpstream)?;
-    let fail = |e: &dyn std::fmt::Display| CallError::Failed(e.to_string());
     let stream = tokio::net::TcpStream::connect((up.host.as_str(), up.port)).await.map_err(|e| fail(&e))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
+    if !up.tls {
+        return exchange(TokioIo::new(stream), req).await;
+    }
+    let cfg = tls.ok_or_else(|| CallError::Failed("https upstream without TLS settings".into()))?;
+    let name = rustls::pki_types::ServerName::try_from(up.host.clone())
+        .map_err(|e| CallError::Failed(format!("{}: not a TLS server name: {e}", up.host)))?;
+    let s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| CallError::Failed(format!("TLS to {}:{}: {e}", up.host, up.port)))?;
+    exchange(TokioIo::new(s), req).await
+}
+
+fn fail(e: &dyn std::fmt::Display) -> CallError {
+    CallError::Failed(e.to_string())
+}
+
+/// One request and its answer over `io` (HTTP/1.1).
+async fn exchange<I>(io: I, req: CallRequest) -> Result<CallResponse, CallError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(io).await.map_err(|e| fail(&e))?;
     tokio::spawn(conn);
     let mut b = http::Request::builder();
     let mut path = "/".to_owned();
@@ -150,7 +195,9 @@ mod tests {
         let u = Upstream::parse("http://198.18.2.10:9000").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("198.18.2.10", 9000));
         assert_eq!(Upstream::parse("http://authz.lab.test").unwrap().port, 80);
-        assert!(Upstream::parse("https://x").unwrap_err().contains("only http://"));
+        let t = Upstream::parse("https://abc.lambda-url.us-east-1.on.aws/").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("abc.lambda-url.us-east-1.on.aws", 443, true));
+        assert!(Upstream::parse("ftp://x").unwrap_err().contains("http:// or https://"));
         assert!(Upstream::parse("nope nope").is_err());
     }
 
@@ -167,8 +214,8 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nx-a: b\r\n\r\n{\"Accept\": true}").unwrap();
             head
         });
-        let ups = HashMap::from([("authz".to_owned(), Upstream { host: "127.0.0.1".into(), port })]);
-        let (client, h) = start(ups, 4).unwrap();
+        let ups = HashMap::from([("authz".to_owned(), Upstream { host: "127.0.0.1".into(), port, tls: false })]);
+        let (client, h) = start(ups, 4, None).unwrap();
         let req = CallRequest {
             upstream: "authz".into(),
             headers: vec![
@@ -192,5 +239,68 @@ mod tests {
         assert_eq!(client.call(unknown).blocking_recv().unwrap().unwrap_err(), CallError::UnknownUpstream);
         drop(client);
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_call_over_tls_is_verified() {
+        use std::io::{Read, Write};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let der = cert.der().clone();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let scfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![der.clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            // The first connection is refused by the client (untrusted), the second served.
+            for served in [false, true] {
+                let (s, _) = l.accept().unwrap();
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(scfg.clone()).unwrap(), s);
+                let mut buf = [0u8; 1024];
+                let Ok(n) = tls.read(&mut buf) else {
+                    assert!(!served, "the trusted client's handshake failed");
+                    continue;
+                };
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /tls HTTP/1.1"));
+                tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+                tls.flush().unwrap();
+            }
+        });
+        let up = Upstream::parse(&format!("https://localhost:{port}")).unwrap();
+        let ups = HashMap::from([("authz".to_owned(), up)]);
+        let req = CallRequest {
+            upstream: "authz".into(),
+            headers: vec![(b":method".to_vec(), b"GET".to_vec()), (b":path".to_vec(), b"/tls".to_vec())],
+            body: vec![],
+            trailers: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        // Not trusted: no answer, and the reason names TLS.
+        let (client, h) = start(ups.clone(), 4, Some(tls_client(rustls::RootCertStore::empty()).unwrap())).unwrap();
+        match client.call(req.clone()).blocking_recv().unwrap() {
+            Err(CallError::Failed(why)) => assert!(why.contains("TLS to localhost"), "{why}"),
+            r => panic!("an untrusted upstream answered: {r:?}"),
+        }
+        drop(client);
+        h.join().unwrap();
+        // Trusted.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let (client, h) = start(ups, 4, Some(tls_client(roots).unwrap())).unwrap();
+        let resp = client.call(req).blocking_recv().unwrap().unwrap();
+        assert_eq!((resp.headers[0].1.as_slice(), resp.body.as_slice()), (&b"200"[..], &b"ok"[..]));
+        drop(client);
+        h.join().unwrap();
+        server.join().unwrap();
     }
 }

@@ -78,9 +78,14 @@ pub struct PluginsSection {
     /// The level `proxy_get_log_level` reports (plugins skip what is below it).
     #[serde(default = "default_log_level")]
     pub log_level: String,
-    /// Upstreams plugins may call by name (`proxy_http_call`): name = "http://host:port".
+    /// Upstreams plugins may call by name (`proxy_http_call`): name = "http://host:port" or
+    /// "https://host:port".
     #[serde(default)]
     pub upstreams: HashMap<String, String>,
+    /// What `https://` upstreams are verified against: the system's roots, and/or a PEM bundle.
+    #[serde(default = "default_true")]
+    pub upstream_system_roots: bool,
+    pub upstream_ca_file: Option<PathBuf>,
     /// How often the control plane looks at the config file and the .wasm files for a change
     /// (0: never; the chain then changes only with a restart).
     #[serde(default = "default_watch")]
@@ -101,6 +106,9 @@ fn default_window() -> u64 {
 }
 fn default_call_queue() -> usize {
     1024
+}
+fn default_true() -> bool {
+    true
 }
 fn default_watch() -> u64 {
     1000
@@ -570,8 +578,12 @@ impl Plugins {
                 stamp,
             }));
         }
-        let same_calls =
-            prev.filter(|p| p.settings.upstreams == settings.upstreams && p.settings.call_queue == settings.call_queue);
+        let same_calls = prev.filter(|p| {
+            p.settings.upstreams == settings.upstreams
+                && p.settings.call_queue == settings.call_queue
+                && p.settings.upstream_system_roots == settings.upstream_system_roots
+                && p.settings.upstream_ca_file == settings.upstream_ca_file
+        });
         let (calls, thread) = match same_calls {
             Some(p) => (p.calls.clone(), None),
             None if settings.upstreams.is_empty() => (None, None),
@@ -581,7 +593,18 @@ impl Plugins {
                     .iter()
                     .map(|(n, u)| Ok((n.clone(), calls::Upstream::parse(u).map_err(|e| anyhow!(e))?)))
                     .collect::<anyhow::Result<HashMap<_, _>>>()?;
-                let (c, h) = calls::start(ups, settings.call_queue).context("starting the outbound-call thread")?;
+                let tls = if ups.values().any(|u| u.tls) {
+                    let roots = crate::tls::trust_store(
+                        settings.upstream_system_roots,
+                        settings.upstream_ca_file.as_deref(),
+                        "plugins",
+                    )?;
+                    Some(calls::tls_client(roots)?)
+                } else {
+                    None
+                };
+                let (c, h) =
+                    calls::start(ups, settings.call_queue, tls).context("starting the outbound-call thread")?;
                 (Some(c), Some(h))
             }
         };

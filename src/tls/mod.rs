@@ -28,28 +28,35 @@ pub struct TlsRuntime {
 
 /// The trust store upstream certificates are verified against.
 pub fn upstream_roots(cfg: &TlsSection) -> Result<rustls::RootCertStore> {
+    trust_store(cfg.upstream_system_roots, cfg.upstream_ca_file.as_deref(), "tls")
+}
+
+/// A trust store of the system's roots (`system`) and/or a PEM bundle; `section` names the
+/// config section the settings come from (`upstream_system_roots`, `upstream_ca_file`) in
+/// errors.
+pub fn trust_store(system: bool, ca_file: Option<&std::path::Path>, section: &str) -> Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
-    if cfg.upstream_system_roots {
+    if system {
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 && cfg.upstream_ca_file.is_none() {
+        if added == 0 && ca_file.is_none() {
             bail!(
-                "tls.upstream_system_roots: no system root certificate found ({}); install ca-certificates \
-                 or set tls.upstream_ca_file",
+                "{section}.upstream_system_roots: no system root certificate found ({}); install ca-certificates \
+                 or set {section}.upstream_ca_file",
                 found.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "the bundle is empty".into())
             );
         }
     }
-    if let Some(f) = &cfg.upstream_ca_file {
+    if let Some(f) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(f)
-            .with_context(|| format!("tls.upstream_ca_file: {}: cannot read", f.display()))?
+            .with_context(|| format!("{section}.upstream_ca_file: {}: cannot read", f.display()))?
             .collect::<Result<_, _>>()
-            .map_err(|e| anyhow!("tls.upstream_ca_file: {}: {e}", f.display()))?;
+            .map_err(|e| anyhow!("{section}.upstream_ca_file: {}: {e}", f.display()))?;
         if certs.is_empty() {
-            bail!("tls.upstream_ca_file: {}: no certificate in it", f.display());
+            bail!("{section}.upstream_ca_file: {}: no certificate in it", f.display());
         }
         for c in certs {
-            roots.add(c).map_err(|e| anyhow!("tls.upstream_ca_file: {}: {e}", f.display()))?;
+            roots.add(c).map_err(|e| anyhow!("{section}.upstream_ca_file: {}: {e}", f.display()))?;
         }
     }
     Ok(roots)
