@@ -875,7 +875,8 @@ fn payload(inner: &[u8], p: &Pending) -> (usize, usize) {
         return (end, 0);
     }
     let hdr = match p.key.protocol {
-        ip_protocol::TCP => inner.get(l4 + 12).map_or(end, |b| ((b >> 4) as usize) * 4),
+        // A data offset under 5 words is malformed: never count header bytes as payload.
+        ip_protocol::TCP => inner.get(l4 + 12).map_or(end, |b| (((b >> 4) as usize) * 4).max(tcp::HEADER_LEN)),
         ip_protocol::UDP | ip_protocol::ICMP | ip_protocol::ICMPV6 => 8,
         _ => 0,
     };
@@ -1291,5 +1292,320 @@ mod tests {
                 assert_eq!((out.key.lo_port.min(out.key.hi_port), out.key.protocol, out.key.ipv6), (443, protocol, v6));
             }
         }
+    }
+
+    /// An inner packet between the test endpoints, from the client (`src`) or back from the server.
+    fn inner(
+        v6: bool,
+        from_client: bool,
+        protocol: u8,
+        client_port: u16,
+        server_port: u16,
+        flags: u8,
+        size: usize,
+    ) -> Inner {
+        let (c, s) = endpoints(v6);
+        let (src, dst, src_port, dst_port) =
+            if from_client { (c, s, client_port, server_port) } else { (s, c, server_port, client_port) };
+        Inner { src, dst, protocol, src_port, dst_port, tcp_flags: flags, seq: 1000, ack: 5000, size }
+    }
+
+    /// A GWLB frame (options of [`gwlb`]) carrying `inner`.
+    fn pkt(inner: Inner, cookie: u32) -> ([u8; 512], usize) {
+        let mut b = [0u8; 512];
+        let n = gwlb(inner, cookie).emit(&mut b);
+        (b, n)
+    }
+
+    /// The flow key of a frame, as the header stage finds it.
+    fn key_of(p: &mut FastPath, frame: &[u8]) -> FlowKey {
+        let mut f = frame.to_vec();
+        let mut pend = Pending::default();
+        assert_eq!(p.headers(&mut f, false, &mut pend), Stage::Flow);
+        pend.key
+    }
+
+    fn held(v: Verdict) -> Held {
+        let Verdict::Hold(h) = v else { panic!("not held: {v:?}") };
+        h
+    }
+
+    fn acceptor(policy: Policy) -> FastPath {
+        let mut p = fp(1, 0, policy);
+        p.set_acceptor(true);
+        p
+    }
+
+    #[test]
+    fn acceptor_holds_udp_flow_then_accepted_goes_fast_path() {
+        let mut p = acceptor(Policy::default());
+        // 60-byte inner IPv4/UDP at 82: UDP header at 102, 32 bytes of payload at 110.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 7);
+        let (orig, first_len) = (b, n);
+        let h = held(p.handle(&mut b[..n], 0, false));
+        assert!(h.new && h.from_client, "{h:?}");
+        assert_eq!((h.payload_off, h.payload_len), (110, 32));
+        assert_eq!(
+            &b[h.payload_off as usize..(h.payload_off + h.payload_len) as usize],
+            b"flowdog-flowdog-flowdog-flowdog-"
+        );
+        assert_eq!(&b[..n], &orig[..n], "a held frame is untouched");
+        let slot = h.slot as usize;
+        assert_eq!(p.table.entry(slot).action, Action::Ask { intercept: false });
+        // The flow's second packet, then the server's reply: same slot, not new.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 7);
+        let h2 = held(p.handle(&mut b[..n], 1, false));
+        assert_eq!(h2, Held { slot: h.slot, new: false, from_client: true, payload_off: 110, payload_len: 32 });
+        let (mut b, n) = pkt(inner(false, false, ip_protocol::UDP, 5000, 53, 0, 48), 8);
+        let h3 = held(p.handle(&mut b[..n], 2, false));
+        assert_eq!(h3, Held { slot: h.slot, new: false, from_client: false, payload_off: 110, payload_len: 20 });
+        assert_eq!(&b[110..130], b"flowdog-flowdog-flow");
+        assert_eq!((p.counters.acceptor_held, p.counters.fast_path, p.counters.flows_created), (3, 0, 1));
+
+        // Accepted: from now on the fast path, frames rewritten as usual.
+        let key = key_of(&mut p, &orig[..first_len]);
+        assert!(p.decide(slot, &key, true, false));
+        assert_eq!(p.table.entry(slot).action, Action::Allow);
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 7);
+        let before = b;
+        assert_eq!(p.handle(&mut b[..n], 3, false), Verdict::Transmit);
+        let ip = Ipv4Packet::new_checked(&b[14..n]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr(), ip.ttl()), (APP, GW, 64));
+        assert_eq!(&b[0..6], &before[6..12]);
+        assert_eq!(&b[40..42], &[0, 0], "UDP checksum 0");
+        assert_eq!(&b[42..n], &before[42..n], "Geneve header and inner packet kept");
+        let (mut b, n) = pkt(inner(false, false, ip_protocol::UDP, 5000, 53, 0, 60), 8);
+        assert_eq!(p.handle(&mut b[..n], 4, false), Verdict::Transmit);
+        assert_eq!((p.counters.acceptor_held, p.counters.fast_path), (3, 2));
+        // The flow no longer waits: a second answer is refused and changes nothing.
+        assert!(!p.decide(slot, &key, false, true));
+        assert_eq!(p.table.entry(slot).action, Action::Allow);
+    }
+
+    #[test]
+    fn acceptor_denial_resets_tcp_and_drops_udp() {
+        let mut p = acceptor(Policy::default());
+        // A SYN without payload (40-byte inner packet): the payload is empty, at its end.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 80, tcp_flags::SYN, 40), 7);
+        let orig = b;
+        let h = held(p.handle(&mut b[..n], 0, false));
+        assert!(h.new && h.from_client);
+        assert_eq!((h.payload_off, h.payload_len), (122, 0));
+        let key = key_of(&mut p, &orig[..n]);
+        assert!(p.decide(h.slot as usize, &key, false, true));
+        assert_eq!(p.table.entry(h.slot as usize).action, Action::Drop { reset: true });
+        // The retransmitted SYN is answered with a RST|ACK for it, inside the Geneve header.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 80, tcp_flags::SYN, 40), 7);
+        assert_eq!(p.handle(&mut b[..n], 1, false), Verdict::TransmitLen(82 + 40));
+        let outer = Ipv4Packet::new_checked(&b[14..122]).unwrap();
+        assert!(outer.verify_checksum());
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (APP, GW));
+        let ip = Ipv4Packet::new_checked(&b[82..122]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 18, 10, 1)));
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+        assert_eq!(
+            (t.src_port(), t.dst_port(), t.flags(), t.ack_number()),
+            (80, 40000, tcp_flags::RST | tcp_flags::ACK, 1001)
+        );
+        assert_eq!((p.counters.rst_sent, p.counters.acceptor_held), (1, 1));
+
+        // UDP denied without reset: dropped as policy.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 9);
+        let orig = b;
+        let h = held(p.handle(&mut b[..n], 2, false));
+        let key = key_of(&mut p, &orig[..n]);
+        assert!(p.decide(h.slot as usize, &key, false, false));
+        let (mut b, n) = pkt(inner(false, false, ip_protocol::UDP, 5000, 53, 0, 60), 9);
+        assert_eq!(p.handle(&mut b[..n], 3, false), Verdict::Drop);
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 9);
+        assert_eq!(p.handle(&mut b[..n], 4, false), Verdict::Drop);
+        assert_eq!(p.counters.dropped(DropCause::PolicyDrop), 2);
+        assert_eq!((p.counters.rst_sent, p.counters.acceptor_held, p.counters.fast_path), (1, 2, 0));
+    }
+
+    #[test]
+    fn acceptor_accepts_intercepted_tcp_flows_into_interception() {
+        let mut p = acceptor(Policy { rules: vec![], default: Action::Intercept });
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 80, tcp_flags::SYN, 40), 7);
+        let orig = b;
+        let h = held(p.handle(&mut b[..n], 0, false));
+        assert!(h.new && h.from_client);
+        let slot = h.slot as usize;
+        assert_eq!(p.table.entry(slot).action, Action::Ask { intercept: true });
+        assert_eq!(p.counters.intercept, 0);
+        let key = key_of(&mut p, &orig[..n]);
+        assert!(p.decide(slot, &key, true, false));
+        assert_eq!(p.table.entry(slot).action, Action::Intercept);
+        // The held SYN, run through the flow stage again, now goes to the TCP pair.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 80, tcp_flags::SYN, 40), 7);
+        let mut pend = Pending::default();
+        assert_eq!(p.headers(&mut b[..n], false, &mut pend), Stage::Flow);
+        let Verdict::Intercept(v) = p.flow_stage(&mut b[..n], &pend, 1) else { panic!("not intercepted") };
+        assert_eq!(
+            (v.slot, v.from_client, v.inner_off, v.inner_len, v.tcp_flags),
+            (h.slot, true, 82, 40, tcp_flags::SYN)
+        );
+        let (mut b, n) = pkt(inner(false, false, ip_protocol::TCP, 40000, 80, tcp_flags::SYN | tcp_flags::ACK, 40), 8);
+        let Verdict::Intercept(w) = p.handle(&mut b[..n], 2, false) else { panic!("not intercepted") };
+        assert_eq!((w.slot, w.from_client, w.new), (h.slot, false, false));
+        assert_eq!((p.counters.intercept, p.counters.acceptor_held, p.counters.flows_created), (2, 1, 1));
+        // Mid-stream TCP under an Intercept policy is only ever allowed: held as Ask { intercept: false }.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40001, 80, tcp_flags::ACK, 40), 7);
+        let h = held(p.handle(&mut b[..n], 3, false));
+        assert_eq!(p.table.entry(h.slot as usize).action, Action::Ask { intercept: false });
+    }
+
+    #[test]
+    fn acceptor_skips_policy_drops_and_is_off_by_default() {
+        let deny_ssh = |reset: bool| Policy {
+            rules: vec![Rule {
+                name: "deny".into(),
+                src: None,
+                dst: None,
+                protocol: None,
+                src_ports: None,
+                dst_ports: Some("22".parse().unwrap()),
+                vpc_endpoint_id: None,
+                action: Action::Drop { reset },
+            }],
+            default: Action::Allow,
+        };
+        let mut p = acceptor(deny_ssh(false));
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 22, 0, 60), 7);
+        assert_eq!(p.handle(&mut b[..n], 0, false), Verdict::Drop);
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 22, tcp_flags::SYN, 40), 7);
+        assert_eq!(p.handle(&mut b[..n], 1, false), Verdict::Drop);
+        assert_eq!((p.counters.dropped(DropCause::PolicyDrop), p.counters.acceptor_held), (2, 0));
+        let mut p = acceptor(deny_ssh(true));
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 22, tcp_flags::SYN, 40), 7);
+        assert_eq!(p.handle(&mut b[..n], 0, false), Verdict::TransmitLen(122));
+        assert_eq!((p.counters.rst_sent, p.counters.acceptor_held), (1, 0));
+        // Without the acceptor nothing is held.
+        let mut p = fp(1, 0, deny_ssh(false));
+        for (i, protocol) in [ip_protocol::UDP, ip_protocol::TCP].into_iter().enumerate() {
+            let (mut b, n) = pkt(inner(false, true, protocol, 5000, 80, tcp_flags::SYN, 60), 7);
+            assert_eq!(p.handle(&mut b[..n], i as u64, false), Verdict::Transmit);
+        }
+        // Switched off again: new flows are no longer held.
+        let mut p = acceptor(Policy::default());
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 80, 0, 60), 7);
+        assert!(matches!(p.handle(&mut b[..n], 0, false), Verdict::Hold(_)));
+        p.set_acceptor(false);
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::UDP, 5001, 80, 0, 60), 7);
+        assert_eq!(p.handle(&mut b[..n], 1, false), Verdict::Transmit);
+        assert_eq!((p.counters.acceptor_held, p.counters.fast_path), (1, 1));
+    }
+
+    #[test]
+    fn decide_checks_the_key_and_the_state() {
+        let mut p = acceptor(Policy::default());
+        let (mut a, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 7);
+        let a0 = a;
+        let ha = held(p.handle(&mut a[..n], 0, false));
+        let (mut b, m) = pkt(inner(false, true, ip_protocol::UDP, 5001, 53, 0, 60), 7);
+        let b0 = b;
+        let hb = held(p.handle(&mut b[..m], 1, false));
+        assert_ne!(ha.slot, hb.slot);
+        let (ka, kb) = (key_of(&mut p, &a0[..n]), key_of(&mut p, &b0[..m]));
+        assert_ne!(ka, kb);
+        // Another flow's key, or a key that is no flow's, does not decide the slot.
+        assert!(!p.decide(ha.slot as usize, &kb, true, false));
+        let mut other = ka;
+        other.protocol = ip_protocol::TCP;
+        assert!(!p.decide(ha.slot as usize, &other, true, false));
+        assert_eq!(p.table.entry(ha.slot as usize).action, Action::Ask { intercept: false });
+        let (mut a, n) = pkt(inner(false, true, ip_protocol::UDP, 5000, 53, 0, 60), 7);
+        assert!(!held(p.handle(&mut a[..n], 2, false)).new, "still held");
+        // The right key decides; a decided slot is not decided again.
+        assert!(p.decide(hb.slot as usize, &kb, true, false));
+        assert!(!p.decide(hb.slot as usize, &kb, true, false));
+        assert_eq!(p.table.entry(ha.slot as usize).action, Action::Ask { intercept: false });
+        assert_eq!(p.table.entry(hb.slot as usize).action, Action::Allow);
+    }
+
+    #[test]
+    fn held_flow_names_the_initiator_and_its_gwlb_options() {
+        for v6 in [false, true] {
+            // Once with the client on the lower address, once on the higher.
+            for client_first in [true, false] {
+                let mut p = acceptor(Policy::default());
+                let i = inner(v6, client_first, ip_protocol::TCP, 40000, 443, tcp_flags::SYN, 80);
+                let mut f = gwlb(i, 0xdead_beef);
+                f.vpc_endpoint_id = 0x1122_3344_5566_7788;
+                f.attachment_id = 0x0102_0304_0506_0708;
+                let mut b = [0u8; 512];
+                let n = f.emit(&mut b);
+                let h = held(p.handle(&mut b[..n], 0, false));
+                // The responder answers under other options: the initiator's are kept.
+                let mut r = gwlb(
+                    inner(v6, !client_first, ip_protocol::TCP, 40000, 443, tcp_flags::SYN | tcp_flags::ACK, 80),
+                    0x1234_5678,
+                );
+                r.vpc_endpoint_id = 5;
+                r.attachment_id = 6;
+                let mut b = [0u8; 512];
+                let n = r.emit(&mut b);
+                assert!(!held(p.handle(&mut b[..n], 1, false)).from_client);
+                let addr = |a: IpAddr| -> [u8; 16] {
+                    match a {
+                        IpAddr::V4(a) => {
+                            let mut x = [0u8; 16];
+                            x[..4].copy_from_slice(&a.octets());
+                            x
+                        }
+                        IpAddr::V6(a) => a.octets(),
+                    }
+                };
+                let (c, s) = if client_first { endpoints(v6) } else { (endpoints(v6).1, endpoints(v6).0) };
+                let (cp, sp) = if client_first { (40000, 443) } else { (443, 40000) };
+                assert_eq!(
+                    p.held_flow(h.slot as usize),
+                    HeldFlow {
+                        ipv6: v6,
+                        protocol: ip_protocol::TCP,
+                        client: (addr(c), cp),
+                        server: (addr(s), sp),
+                        vpc_endpoint_id: 0x1122_3344_5566_7788,
+                        attachment_id: 0x0102_0304_0506_0708,
+                        flow_cookie: 0xdead_beef,
+                    },
+                    "v6 {v6} client_first {client_first}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn held_payload_skips_the_tcp_header_with_its_options() {
+        let mut p = acceptor(Policy::default());
+        // A 60-byte inner IPv4/TCP packet at 82 (TCP at 102), its header grown to 32 bytes by
+        // options: MSS, NOP + window scale, NOP NOP + SACK permitted; 8 bytes of payload at 134.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40000, 80, tcp_flags::PSH | tcp_flags::ACK, 60), 7);
+        b[102 + 12] = 8 << 4;
+        b[122..134].copy_from_slice(&[2, 4, 0x05, 0xb4, 1, 3, 3, 7, 1, 1, 4, 2]);
+        b[134..142].copy_from_slice(b"GET / HT");
+        TcpPacket::new_unchecked(&mut b[102..142])
+            .fill_checksum_v4(Ipv4Addr::new(198, 18, 10, 1), Ipv4Addr::new(198, 19, 0, 1));
+        assert_eq!(TcpPacket::new_checked(&b[102..142]).unwrap().header_len(), 32);
+        let h = held(p.handle(&mut b[..n], 0, false));
+        assert_eq!((h.payload_off, h.payload_len), (134, 8));
+        assert_eq!(&b[134..142], b"GET / HT");
+        // A plain 20-byte header over IPv6: inner at 82, TCP at 122, 20 bytes of payload at 142.
+        let (mut b, n) = pkt(inner(true, true, ip_protocol::TCP, 40000, 80, tcp_flags::PSH | tcp_flags::ACK, 80), 7);
+        let h = held(p.handle(&mut b[..n], 1, false));
+        assert_eq!((h.payload_off, h.payload_len), (142, 20));
+        assert_eq!(&b[142..162], b"flowdog-flowdog-flow");
+        // A data offset past the segment leaves no payload.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40001, 80, tcp_flags::ACK, 60), 7);
+        b[102 + 12] = 15 << 4;
+        let h = held(p.handle(&mut b[..n], 2, false));
+        assert_eq!((h.payload_off, h.payload_len), (142, 0));
+        // A data offset under 5 words is read as the 20-byte minimum, never as header bytes.
+        let (mut b, n) = pkt(inner(false, true, ip_protocol::TCP, 40002, 80, tcp_flags::ACK, 60), 7);
+        b[102 + 12] = 2 << 4;
+        let h = held(p.handle(&mut b[..n], 3, false));
+        assert_eq!((h.payload_off, h.payload_len), (122, 20));
     }
 }
