@@ -9,7 +9,9 @@
 #                              intercepted: the appliance terminates TCP (and TLS, with leaves it
 #                              mints from a root made by `flowdog ca init`) and rewrites the HTTP
 #                              exchange with proxy-wasm plugins (header_case, sts_rickroll, and
-#                              cloudfront_functions running rick.js);
+#                              cloudfront_functions running rick.js); every new flow is put to
+#                              the lab's authorizer by the flow_acceptor plugin (UDP to one
+#                              address denied);
 #                              bank.lab.test is excluded from decryption by SNI
 #
 # It prints what each client saw, then the simulator's and the appliance's counters, and tears
@@ -46,6 +48,8 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # certificates, which the excluded host still shows).
 "$BIN" ca init --out "$WORK/ca" >/dev/null
 cat "$WORK/ca/ca.pem" "$FDLAB_CA" >"$WORK/trust.pem"
+printf '{"deny": [{"TransportProtocol": "udp", "Destination.Address": "%s"}]}\n' "$FDLAB_SERVER_IP4_IMG" \
+  >"$FDLAB_AUTHORIZER_RULES"
 
 {
   scripts/lab.sh appliance-config 1 1
@@ -61,8 +65,14 @@ cat "$WORK/ca/ca.pem" "$FDLAB_CA" >"$WORK/trust.pem"
   # cloudfront_functions runs the seed's rick.js, unchanged, on its JavaScript engine.
   printf "\n[[plugin]]\nname = \"cloudfront_functions\"\nfile = \"%s/cloudfront_functions.wasm\"\nconfiguration = '''\n%s\n'''\n" \
     "$PLUGINS" "$(cat "$ROOT/wasm-plugins/cloudfront_functions/rick.js")"
+  # The flow acceptor (the seed's lambda_acceptor): every new flow is put to the lab's authorizer,
+  # which denies UDP to the img address (its rules file, below).
+  printf '\n[[plugin]]\nname = "flow_acceptor"\nkind = "acceptor"\nfile = "%s/flow_acceptor.wasm"\nconfiguration = %s\n' \
+    "$PLUGINS" "'{\"upstream\": \"authorizer\", \"path\": \"/authorize\", \"on_error\": \"accept\"}'"
+  printf '\n[acceptor]\ntimeout_ms = 1000\ndefault = "accept"\ndeny = "reset"\n'
   # Compiled modules kept between demo runs (the JavaScript engine's takes seconds to compile).
-  printf '\n[plugins]\ncache_dir = "%s/target/demo-wasm-cache"\n' "$ROOT"
+  printf '\n[plugins]\ncache_dir = "%s/target/demo-wasm-cache"\n[plugins.upstreams]\nauthorizer = "%s"\n' \
+    "$ROOT" "$FDLAB_AUTHORIZER_URL"
   printf '\n[tls]\nroot_cert = "%s"\nroot_key = "%s"\nupstream_system_roots = false\nupstream_ca_file = "%s"\nexclude_sni = ["%s"]\n' \
     "$WORK/ca/ca.pem" "$WORK/ca/ca.key" "$FDLAB_UPSTREAM_CA" "$FDLAB_HOST_BANK"
 } >"$WORK/appliance.toml"
@@ -146,6 +156,18 @@ for i in range(5):
     except socket.timeout: pass
 print(ok)' "$FDLAB_SERVER_IP4" "$FDLAB_ECHO_PORT")
 show "UDP echo to $FDLAB_SERVER_IP4:$FDLAB_ECHO_PORT, 5 datagrams" "$udp of 5 echoed"
+udp_denied=$(in_ns "$FDLAB_NS_CLIENT" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); ok = 0
+for i in range(3):
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    try: ok += len(s.recvfrom(2048)[0]) == 1
+    except socket.timeout: pass
+print(ok)' "$FDLAB_SERVER_IP4_IMG" "$FDLAB_ECHO_PORT")
+asked=$(wc -l <"$FDLAB_AUTHORIZER_LOG" 2>/dev/null || echo 0)
+denied=$(grep -c '"answer": false' "$FDLAB_AUTHORIZER_LOG" 2>/dev/null || true)
+show "UDP to $FDLAB_SERVER_IP4_IMG:$FDLAB_ECHO_PORT (authorizer: deny)" "$udp_denied of 3 echoed (plugin flow_acceptor)"
+show "  the authorizer was asked about" "${asked// /} flows so far, ${denied:-0} denied (one question per flow)"
 telnet=$(in_ns "$FDLAB_NS_CLIENT" curl -sS --max-time 5 "telnet://$FDLAB_SERVER_IP4:23" 2>&1 </dev/null | head -n 1 || true)
 show "TCP to port 23 (policy: reset)" "${telnet:-no answer}"
 # Intercepted: the server's echo of the request head shows the rewritten header name, curl's

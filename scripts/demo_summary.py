@@ -35,6 +35,9 @@ def main():
     print(f"  TLS: {c['tls_intercepted']} handshakes intercepted ({c['tls_h2']} HTTP/2 by ALPN), "
           f"{c['tls_excluded']} relayed untouched (excluded SNI); leaves minted {ctl.get('tls_leaf_minted', 0)}, "
           f"from the cache {ctl.get('tls_leaf_cache_hits', 0)}")
+    print(f"  flow acceptor (plugin flow_acceptor): {c['acceptor_asked']} new flows asked, "
+          f"{c['acceptor_accepted']} accepted, {c['acceptor_denied']} denied, {c['acceptor_timed_out']} by the timeout; "
+          f"{c['acceptor_held']} packets held while it decided")
     print(f"  health checks answered: {ctl.get('control_http_ok', 0)} x 200, "
           f"{ctl.get('control_http_unavailable', 0)} x 503 (ARP replies {c['arp_replies']})")
     drops = {k[5:]: v for k, v in c.items() if k.startswith("drop_") and v}
